@@ -1,0 +1,140 @@
+"""The one adapter between trio and blocking psycopg.
+
+psycopg's async API needs asyncio, so each unit of work (one transaction) runs in a worker
+thread on a pooled connection. A `CapacityLimiter` sized to the pool bounds the threads; a
+cancelled caller really cancels its query (`cancel_safe`), and `statement_timeout` is the
+backstop for anything that slips past.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import psycopg
+import trio
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+Work = Callable[[psycopg.Connection], T]
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached or failed while running a unit of work."""
+
+
+class _Running:
+    """The connection a worker thread is using, so a cancelled caller can interrupt it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection | None = None
+
+    def set(self, conn: psycopg.Connection | None) -> None:
+        with self._lock:
+            self._conn = conn
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.cancel_safe(timeout=2.0)
+                except psycopg.Error as exc:
+                    log.warning("could not cancel a running query: %s", exc)
+
+
+class Database:
+    """A small pool of psycopg connections driven from trio."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        size: int = 4,
+        statement_timeout_ms: int = 10_000,
+        connect_timeout_s: int = 5,
+        application_name: str = "wormhole-stack",
+    ) -> None:
+        if size < 1:
+            raise ValueError("pool size must be at least 1")
+        self.url = url
+        self.size = size
+        self._options = f"-c statement_timeout={statement_timeout_ms}"
+        self._connect_timeout = connect_timeout_s
+        self._application_name = application_name
+        self._idle: list[psycopg.Connection] = []
+        self._lock = threading.Lock()
+        self._limiter = trio.CapacityLimiter(size)
+        self._closed = False
+
+    def _connect(self) -> psycopg.Connection:
+        return psycopg.connect(
+            self.url,
+            autocommit=False,
+            connect_timeout=self._connect_timeout,
+            options=self._options,
+            application_name=self._application_name,
+        )
+
+    def _checkout(self) -> psycopg.Connection:
+        with self._lock:
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.closed:
+                    return conn
+        return self._connect()
+
+    def _checkin(self, conn: psycopg.Connection) -> None:
+        healthy = not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        with self._lock:
+            if healthy and not self._closed:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def _run_in_thread(self, work: Work[T], running: _Running) -> T:
+        conn = self._checkout()
+        running.set(conn)
+        try:
+            with conn.transaction():
+                return work(conn)
+        except psycopg.OperationalError:
+            conn.close()
+            raise
+        finally:
+            running.set(None)
+            self._checkin(conn)
+
+    async def run(self, work: Work[T]) -> T:
+        """Run `work(conn)` inside one transaction in a worker thread; commit if it returns.
+
+        A cancelled caller abandons the thread and interrupts its query; the thread then rolls
+        back and returns its connection to the pool by itself.
+        """
+        if self._closed:
+            raise DatabaseUnavailable("database adapter is closed")
+        running = _Running()
+        try:
+            return await trio.to_thread.run_sync(
+                self._run_in_thread, work, running, abandon_on_cancel=True, limiter=self._limiter
+            )
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(running.cancel)
+            raise
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(str(exc).strip() or type(exc).__name__) from exc
+
+    async def ping(self) -> None:
+        """Raise `DatabaseUnavailable` unless a trivial query succeeds."""
+        await self.run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()

@@ -1,0 +1,46 @@
+"""`wormhole-mailbox`: run the mailbox server until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+from wormhole_common.database import Database, DatabaseUnavailable
+from wormhole_common.lifecycle import run_service
+from wormhole_common.logs import configure_logging
+from wormhole_common.migrations import migrate
+from wormhole_common.settings import load_or_exit
+
+from wormhole_mailbox.server import MailboxServer
+from wormhole_mailbox.settings import MailboxSettings
+
+log = logging.getLogger("wormhole_mailbox")
+
+
+def main() -> int:
+    settings = load_or_exit(MailboxSettings)
+    configure_logging(settings.log_level)
+
+    async def service(stop: trio.Event) -> None:
+        db = Database(
+            settings.connection_string(), size=settings.database_pool_size,
+            application_name="wormhole-mailbox",
+        )
+        try:
+            await migrate(db, "mailbox", "wormhole_mailbox")
+            await MailboxServer(settings, db).serve(stop)
+        finally:
+            db.close()
+
+    try:
+        return run_service(service)
+    except DatabaseUnavailable as exc:
+        log.error("cannot use the database (MAILBOX_DATABASE_URL): %s", exc)
+        return 1
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

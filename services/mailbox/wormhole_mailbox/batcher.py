@@ -1,0 +1,101 @@
+"""Group commit: the commands of many connections share one transaction and one commit.
+
+The reference's throughput limit is one durable commit per command. Here one writer task
+takes every op that is waiting, runs them in a single transaction and commits once; each
+caller gets its own result only after that commit, so nothing is delivered before it is
+durable. Committed messages are handed to `on_message` in storage order before any caller
+wakes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psycopg
+import trio
+from wormhole_common.database import Database
+
+from wormhole_mailbox.ops import Add, Message, Op, Result
+from wormhole_mailbox.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class StoreFailed(Exception):
+    """The database could not execute the op; the caller reports a server error."""
+
+
+@dataclass
+class _Pending:
+    op: Op
+    done: trio.Event = field(default_factory=trio.Event)
+    result: Result = None
+    failure: str | None = None
+
+
+class Batcher:
+    def __init__(
+        self, db: Database, store: Store, *, on_message: Callable[[Add, Message], None],
+        max_batch: int = 512, queue_size: int = 10_000,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.on_message = on_message
+        self.max_batch = max_batch
+        self._send, self._receive = trio.open_memory_channel[_Pending](queue_size)
+        self.batches = 0
+        self.ops = 0
+
+    async def submit(self, op: Op) -> Result:
+        pending = _Pending(op)
+        await self._send.send(pending)
+        await pending.done.wait()
+        if pending.failure is not None:
+            raise StoreFailed(pending.failure)
+        return pending.result
+
+    async def run(self) -> None:
+        """The writer loop; runs until cancelled."""
+        while True:
+            batch = [await self._receive.receive()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            await self._execute(batch)
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        try:
+            results = await self.db.run(lambda conn: [self.store.execute(conn, p.op) for p in batch])
+        except Exception as exc:
+            log.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
+            results = None
+        if results is None:
+            for pending in batch:
+                await self._execute_alone(pending)
+        else:
+            for pending, result in zip(batch, results, strict=True):
+                pending.result = result
+        self.batches += 1
+        self.ops += len(batch)
+        for pending in batch:
+            if isinstance(pending.op, Add) and isinstance(pending.result, Message):
+                self.on_message(pending.op, pending.result)
+        for pending in batch:
+            pending.done.set()
+
+    async def _execute_alone(self, pending: _Pending) -> None:
+        op = pending.op
+        try:
+            pending.result = await self.db.run(lambda conn: self.store.execute(conn, op))
+        except (psycopg.Error, Exception) as exc:
+            log.exception("op %s failed", type(op).__name__)
+            pending.failure = str(exc) or type(exc).__name__
+
+    @property
+    def mean_batch(self) -> float:
+        return self.ops / self.batches if self.batches else math.nan

@@ -1,0 +1,111 @@
+"""What a command asks of the state store, and what the store answers.
+
+The session (sans-IO) turns frames into these; the store executes them in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Bind:
+    app: str
+    side: str
+    implementation: str | None
+    version: str | None
+    now: float
+
+
+@dataclass(frozen=True)
+class ListNameplates:
+    app: str
+
+
+@dataclass(frozen=True)
+class Allocate:
+    app: str
+    side: str
+    now: float
+
+
+@dataclass(frozen=True)
+class Claim:
+    app: str
+    side: str
+    nameplate: str
+    now: float
+
+
+@dataclass(frozen=True)
+class Release:
+    app: str
+    side: str
+    nameplate: str
+    now: float
+
+
+@dataclass(frozen=True)
+class Open:
+    app: str
+    side: str
+    mailbox: str
+    now: float
+
+
+@dataclass(frozen=True)
+class Add:
+    app: str
+    side: str
+    mailbox: str
+    phase: str
+    body: str
+    server_rx: float
+    msg_id: Any
+
+
+@dataclass(frozen=True)
+class Close:
+    app: str
+    side: str
+    mailbox: str
+    mood: str | None
+    now: float
+    implicit_open: bool
+
+
+Op = Bind | ListNameplates | Allocate | Claim | Release | Open | Add | Close
+
+
+@dataclass(frozen=True)
+class Message:
+    """A stored message; `seq` orders it and de-duplicates live copies against replay."""
+
+    seq: int
+    side: str
+    phase: str
+    body: str
+    server_rx: float
+    msg_id: Any
+
+    def frame(self) -> dict[str, Any]:
+        return {
+            "type": "message",
+            "side": self.side,
+            "phase": self.phase,
+            "body": self.body,
+            "server_rx": self.server_rx,
+            "id": self.msg_id,
+        }
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The store refused the command; `error` is the exact text for the client."""
+
+    error: str
+
+
+# What each op yields on success.
+Result = None | str | list[str] | list[Message] | Message | Refused

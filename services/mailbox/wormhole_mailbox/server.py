@@ -1,0 +1,265 @@
+"""The trio shell: WebSocket connections in, sessions and the store in between.
+
+Each connection has one reader (frames in, strictly in order: ack and result of a command are
+queued before the next command is looked at), one writer (frames out, always text, stamped
+with `server_tx` just before writing) and a keep-alive pinger, all in the connection's nursery.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
+from wormhole_common.database import Database
+
+from wormhole_mailbox import hashcash
+from wormhole_mailbox.addresses import peer_address
+from wormhole_mailbox.batcher import Batcher, StoreFailed
+from wormhole_mailbox.hub import Hub, Key, Subscriber
+from wormhole_mailbox.ops import Add, Close, ListNameplates, Message, Open, Refused
+from wormhole_mailbox.session import Frame, Session, Step, WelcomeConfig, error_frame
+from wormhole_mailbox.settings import MailboxSettings
+from wormhole_mailbox.store import Store
+
+log = logging.getLogger(__name__)
+
+SERVER_HEADER = b"Magic Wormhole Mailbox (wormhole-stack)"
+OUTBOUND_QUEUE = 4096  # frames waiting for one slow client before it is dropped
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+@dataclass(eq=False)
+class Connection:
+    ws: WebSocketConnection
+    session: Session
+    outbound: trio.MemorySendChannel[Frame]
+    subscription: tuple[Key, Subscriber] | None = None
+    overflowed: bool = False
+    drained: trio.Event = field(default_factory=trio.Event)  # the writer has finished
+
+    def send(self, frame: Frame) -> None:
+        try:
+            self.outbound.send_nowait(frame)
+        except trio.WouldBlock:
+            self.overflowed = True
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+
+def encode(frame: Frame, server_tx: float) -> str:
+    text = json.dumps(frame)
+    return f'{text[:-1]}, "server_tx": {server_tx!r}}}'
+
+
+class MailboxServer:
+    def __init__(self, settings: MailboxSettings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        self.hub = Hub()
+        self.store = Store(blur_seconds=settings.blur_usage_seconds)
+        self.batcher = Batcher(db, self.store, on_message=self._publish)
+        self.welcome_config = WelcomeConfig(
+            motd=settings.motd,
+            advertise_version=settings.advertise_version,
+            signal_error=settings.signal_error,
+            hashcash_bits=settings.hashcash,
+        )
+        self.spent_stamps = hashcash.SpentStamps()
+        self.connections: set[Connection] = set()
+        self.server_id = secrets.token_hex(8)
+        self.rebooted = time.time()
+        self.port: int | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def serve(
+        self, stop: trio.Event, *, task_status: trio.TaskStatus[MailboxServer] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with trio.open_nursery() as background:
+            background.start_soon(self.batcher.run)
+            background.start_soon(self._prune_loop)
+            async with trio.open_nursery() as handlers:
+                listeners = await trio.open_tcp_listeners(self.settings.port, host=self.settings.host)
+                self.port = listeners[0].socket.getsockname()[1]
+                server = WebSocketServer(
+                    self._handle, listeners, handler_nursery=handlers,
+                    max_message_size=MAX_MESSAGE_BYTES, connect_timeout=10, disconnect_timeout=2,
+                )
+                accepting = trio.CancelScope()
+
+                async def accept(task_status: trio.TaskStatus[None]) -> None:
+                    with accepting:
+                        await server.run(task_status=task_status)
+
+                await handlers.start(accept)
+                log.info("mailbox listening on %s:%s (/v1)", self.settings.host, self.port)
+                task_status.started(self)
+                await stop.wait()
+                log.info("stopping: closing %d connections", len(self.connections))
+                accepting.cancel()
+                for listener in listeners:
+                    await listener.aclose()
+                with trio.move_on_after(self.settings.shutdown_grace_seconds):
+                    async with trio.open_nursery() as closing:
+                        for conn in list(self.connections):
+                            closing.start_soon(conn.ws.aclose, 1001, "server shutting down")
+                handlers.cancel_scope.cancel()
+            background.cancel_scope.cancel()
+        log.info("mailbox stopped")
+
+    # -- connections ---------------------------------------------------------------------------
+
+    async def _handle(self, request: WebSocketRequest) -> None:
+        # trio-websocket swallows a handler's exception silently; a bug must at least be logged.
+        try:
+            await self._serve_request(request)
+        except Exception:
+            log.exception("connection handler failed")
+
+    async def _serve_request(self, request: WebSocketRequest) -> None:
+        if request.path.rstrip("/") != "/v1":
+            await request.reject(404, body=b"Not Found\n")
+            return
+        ws = await request.accept(extra_headers=[(b"Server", SERVER_HEADER)])
+        remote = request.remote
+        host, port = (remote.address, remote.port) if not isinstance(remote, str) else ("", 0)
+        address = peer_address(str(host), port, request.headers, self.settings.trusted_proxies)
+        session = Session(self.welcome_config, spent=self.spent_stamps)
+        send, receive = trio.open_memory_channel[Frame](OUTBOUND_QUEUE)
+        conn = Connection(ws, session, send)
+        conn.send(session.welcome(address))
+        self.connections.add(conn)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write, conn, receive)
+                nursery.start_soon(self._keepalive, ws)
+                try:
+                    await self._read(conn)
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            self.connections.discard(conn)
+            self._unsubscribe(conn)
+
+    async def _write(self, conn: Connection, receive: trio.MemoryReceiveChannel[Frame]) -> None:
+        try:
+            async for frame in receive:
+                await conn.ws.send_message(encode(frame, time.time()))
+        except ConnectionClosed:
+            pass
+        finally:
+            conn.drained.set()
+
+    async def _keepalive(self, ws: WebSocketConnection) -> None:
+        while True:
+            await trio.sleep(self.settings.websocket_ping_interval_seconds)
+            try:
+                with trio.move_on_after(self.settings.websocket_ping_timeout_seconds) as scope:
+                    await ws.ping()
+            except ConnectionClosed:
+                return
+            if scope.cancelled_caught:
+                await ws.aclose(1001, "ping timeout")
+                return
+
+    async def _read(self, conn: Connection) -> None:
+        while not conn.overflowed:
+            try:
+                raw = await conn.ws.get_message()
+            except ConnectionClosed:
+                return
+            step = conn.session.receive(raw, time.time())
+            for reply in step.replies:
+                conn.send(reply)
+            if step.close:
+                await self._finish_writes_and_close(conn, 1008, "permission denied")
+                return
+            if step.op is not None:
+                try:
+                    await self._perform(conn, step)
+                except StoreFailed:
+                    conn.send(error_frame("internal server error", step.orig))
+                    await self._finish_writes_and_close(conn, 1011, "database unavailable")
+                    return
+        await conn.ws.aclose(1008, "too slow to read")
+
+    async def _finish_writes_and_close(self, conn: Connection, code: int, reason: str) -> None:
+        conn.outbound.close()
+        with trio.move_on_after(2):
+            await conn.drained.wait()
+        await conn.ws.aclose(code, reason)
+
+    async def _perform(self, conn: Connection, step: Step) -> None:
+        op = step.op
+        session = conn.session
+        assert op is not None
+        if isinstance(op, ListNameplates) and not self.settings.allow_list:
+            replies = session.complete(op, [], step.orig)
+        elif isinstance(op, Open):
+            key = (op.app, op.mailbox)
+            subscriber = Subscriber(lambda m: conn.send(m.frame()))
+            self.hub.subscribe(key, subscriber)
+            try:
+                result = await self.batcher.submit(op)
+            except BaseException:
+                self.hub.unsubscribe(key, subscriber)
+                raise
+            replies = session.complete(op, result, step.orig)
+            if isinstance(result, Refused):
+                self.hub.unsubscribe(key, subscriber)
+            else:
+                conn.subscription = (key, subscriber)
+                for reply in replies:
+                    conn.send(reply)
+                replies = []
+                messages = result if isinstance(result, list) else []
+                subscriber.replayed(max((m.seq for m in messages if isinstance(m, Message)), default=0))
+        else:
+            if isinstance(op, Close):
+                self._unsubscribe(conn)
+            result = await self.batcher.submit(op)
+            replies = session.complete(op, result, step.orig)
+        for reply in replies:
+            conn.send(reply)
+
+    def _unsubscribe(self, conn: Connection) -> None:
+        if conn.subscription is not None:
+            self.hub.unsubscribe(*conn.subscription)
+            conn.subscription = None
+
+    def _publish(self, op: Add, message: Message) -> None:
+        self.hub.publish((op.app, op.mailbox), message)
+
+    # -- pruning -------------------------------------------------------------------------------
+
+    async def prune_once(self, now: float) -> Any:
+        cutoff = now - self.settings.channel_expiry_seconds
+        subscribed = self.hub.subscribed_mailboxes()
+        count = self.hub.subscriber_count()
+
+        def work(conn: Any) -> Any:
+            report = self.store.prune(conn, now=now, cutoff=cutoff, subscribed=subscribed)
+            self.store.write_current(
+                conn, server_id=self.server_id, rebooted=self.rebooted, now=now,
+                blur_seconds=self.settings.blur_usage_seconds, subscribed_connections=count,
+            )
+            return report
+
+        report = await self.db.run(work)
+        if report.mailboxes or report.nameplates:
+            log.info("pruned %d mailboxes, %d nameplates", report.mailboxes, report.nameplates)
+        return report
+
+    async def _prune_loop(self) -> None:
+        while True:
+            try:
+                await self.prune_once(time.time())
+            except Exception:
+                log.exception("pruning failed; will retry")
+            await trio.sleep(self.settings.prune_interval_seconds)

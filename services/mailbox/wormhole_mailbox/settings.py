@@ -1,0 +1,75 @@
+"""The mailbox server's configuration: environment variables `MAILBOX_*` only."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+from wormhole_common.settings import ServiceSettings
+
+from wormhole_mailbox.addresses import Network
+
+
+class MailboxSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="MAILBOX_", extra="ignore")
+    secret_fields = ("database_url", "database_password")
+
+    database_url: str = Field(min_length=1)
+    database_password: str | None = None
+    database_pool_size: int = Field(default=4, ge=1, le=64)
+    host: str = "0.0.0.0"
+    port: int = Field(default=4000, ge=0, le=65535)
+    motd: str | None = None
+    advertise_version: str | None = None
+    signal_error: str | None = None
+    allow_list: bool = True
+    channel_expiry_seconds: float = Field(default=11 * 60, gt=0)
+    prune_interval_seconds: float = Field(default=5 * 60, gt=0)
+    blur_usage_seconds: int | None = Field(default=None, ge=1)
+    trusted_proxies: Annotated[tuple[Network, ...], NoDecode] = ()
+    permissions: Literal["none", "hashcash"] = "none"
+    hashcash_bits: int = Field(default=20, ge=1, le=64)
+    websocket_ping_interval_seconds: float = Field(default=60, gt=0)
+    websocket_ping_timeout_seconds: float = Field(default=600, gt=0)
+    shutdown_grace_seconds: float = Field(default=3, ge=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            try:
+                return tuple(ipaddress.ip_network(p, strict=False) for p in parts)
+            except ValueError as exc:
+                raise ValueError(f"expected comma-separated CIDRs ({exc})") from None
+        return value
+
+    @field_validator("blur_usage_seconds", "motd", "advertise_version", "signal_error",
+                     "database_password", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _check_database_url(self) -> MailboxSettings:
+        if "://" not in self.database_url and "=" not in self.database_url:
+            raise ValueError(
+                "MAILBOX_DATABASE_URL must be a PostgreSQL URL (postgresql://user@host/db)"
+                " or a key=value connection string"
+            )
+        return self
+
+    @property
+    def hashcash(self) -> int | None:
+        return self.hashcash_bits if self.permissions == "hashcash" else None
+
+    def connection_string(self) -> str:
+        """The database URL with the password from its own variable or file, if given."""
+        if not self.database_password:
+            return self.database_url
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(self.database_url, password=self.database_password)
