@@ -1,0 +1,110 @@
+"""Real clients (PyPI `magic-wormhole`, Debian `wormhole-william`) transfer text through our
+mailbox server, run as its console script against the test PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.support import clients
+from tests.support.processes import ServiceProcess, mailbox_process
+
+pytestmark = pytest.mark.e2e
+
+TEXT = "the quick brown fox 🦊 jumps"
+TIMEOUT = 60
+
+
+def relay_url(service: ServiceProcess) -> str:
+    return f"ws://127.0.0.1:{service.port}/v1"
+
+
+def transfer(sender: list[str], receiver: list[str]) -> tuple[str, str]:
+    """Run both sides at once; return (sender output, receiver stdout)."""
+    send = subprocess.Popen(sender, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        received = subprocess.run(receiver, capture_output=True, timeout=TIMEOUT, check=False)
+        send_out, _ = send.communicate(timeout=TIMEOUT)
+    finally:
+        if send.poll() is None:
+            send.kill()
+    assert received.returncode == 0, received.stdout + received.stderr
+    assert send.returncode == 0, send_out
+    return send_out.decode(errors="replace"), received.stdout.decode(errors="replace")
+
+
+def usage_results(database_url: str) -> tuple[list[str], list[str]]:
+    with psycopg.connect(database_url) as conn:
+        plates = [r[0] for r in conn.execute("SELECT result FROM usage_nameplates")]
+        boxes = [r[0] for r in conn.execute("SELECT result FROM usage_mailboxes")]
+    return plates, boxes
+
+
+needs_go = pytest.mark.skipif(clients.GO_WORMHOLE is None, reason="wormhole-william not installed")
+
+
+@pytest.mark.parametrize(
+    ("direction", "code"),
+    [
+        pytest.param("python-python", "3-guitarist-revenge", id="python-python"),
+        pytest.param("go-go", "4-guitarist-revenge", id="go-go", marks=needs_go),
+        pytest.param("python-go", "5-guitarist-revenge", id="python-go", marks=needs_go),
+        pytest.param("go-python", "6-guitarist-revenge", id="go-python", marks=needs_go),
+    ],
+)
+def test_text_transfer(direction: str, code: str, database_url: str, tmp_path: Path) -> None:
+    with mailbox_process(database_url, tmp_path) as service:
+        url = relay_url(service)
+        sender_kind, receiver_kind = direction.split("-")
+        sender = (clients.python_send(url, code, text=TEXT) if sender_kind == "python"
+                  else clients.go_send(url, code, TEXT))
+        receiver = (clients.python_receive(url, code) if receiver_kind == "python"
+                    else clients.go_receive(url, code))
+        _, received = transfer(sender, receiver)
+        assert TEXT in received
+        # Both sides closed happily: the channel is gone and recorded.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            plates, boxes = usage_results(database_url)
+            if boxes:
+                break
+            time.sleep(0.1)
+        assert boxes == ["happy"], (plates, boxes, service.output())
+        assert plates == ["happy"]
+
+
+def wait_for_stored_message(database_url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute("SELECT count(*) FROM messages").fetchone()
+        if row and row[0] > 0:
+            return
+        time.sleep(0.1)
+    raise TimeoutError("the sender never stored its first message")
+
+
+def test_python_transfer_survives_server_restart(database_url: str, tmp_path: Path) -> None:
+    code = "7-guitarist-revenge"
+    with mailbox_process(database_url, tmp_path) as first:
+        url = relay_url(first)
+        send = subprocess.Popen(clients.python_send(url, code, text=TEXT),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            wait_for_stored_message(database_url)
+            assert first.stop() == 0
+            # Same port, same database, new process: the sender reconnects by itself.
+            first.start()
+            received = subprocess.run(clients.python_receive(url, code), capture_output=True,
+                                      timeout=TIMEOUT, check=False)
+            send_out, _ = send.communicate(timeout=TIMEOUT)
+        finally:
+            if send.poll() is None:
+                send.kill()
+        assert received.returncode == 0, received.stdout + received.stderr
+        assert TEXT in received.stdout.decode()
+        assert send.returncode == 0, send_out

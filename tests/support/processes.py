@@ -1,0 +1,79 @@
+"""Our services as real processes (their console scripts), as operators run them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.support.postgres import free_port
+
+BIN = Path(sys.executable).parent
+
+
+def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class ServiceProcess:
+    def __init__(self, script: str, env: dict[str, str], port: int, log: Path) -> None:
+        self.script = script
+        self.env = {**os.environ, **env}
+        self.port = port
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [str(BIN / self.script)], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_for_port(self.port, proc=self.proc)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def mailbox_process(database_url: str, tmp_path: Path, **env: str) -> Iterator[ServiceProcess]:
+    port = free_port()
+    service = ServiceProcess(
+        "wormhole-mailbox",
+        {"MAILBOX_DATABASE_URL": database_url, "MAILBOX_HOST": "127.0.0.1",
+         "MAILBOX_PORT": str(port), **env},
+        port,
+        tmp_path / f"mailbox-{port}.log",
+    )
+    service.start()
+    try:
+        yield service
+    finally:
+        if service.proc is not None and service.proc.poll() is None:
+            service.stop()
