@@ -1,0 +1,137 @@
+"""Load generator for the mailbox: N concurrent pairs repeating the Baseline cycle (spec 12).
+
+One cycle = two new connections. A binds, allocates, claims, opens; B binds, claims, opens;
+each adds `pake` and `version` (64 hex digits); each releases on the peer's first message and
+closes `happy` after the peer's two; both disconnect. Latency is from just before an `add` is
+written to the other side's receipt of that message. asyncio + websockets, like the baseline's
+generator, so the generator's own cost is comparable.
+
+    python bench/mailbox_load.py ws://127.0.0.1:4000/v1 --pairs 50 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import websockets
+
+APPID = "bench.example/load"
+BODY = "ab" * 32
+
+
+@dataclass
+class Stats:
+    cycles: int = 0
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+
+class Side:
+    def __init__(self, url: str, side: str, stats: Stats) -> None:
+        self.url = url
+        self.side = side
+        self.stats = stats
+        self.ws: websockets.ClientConnection | None = None
+        self.sent_at: dict[str, float] = {}
+
+    async def send(self, **msg: object) -> None:
+        assert self.ws is not None
+        await self.ws.send(json.dumps(msg))
+
+    async def recv(self, kind: str) -> dict[str, object]:
+        assert self.ws is not None
+        while True:
+            msg = json.loads(await self.ws.recv())
+            if msg["type"] == kind:
+                return msg
+            if msg["type"] == "error":
+                raise RuntimeError(msg["error"])
+
+
+async def run_side(me: Side, peer: Side, name_box: asyncio.Future[str], allocate: bool) -> None:
+    async with websockets.connect(me.url, compression=None, max_size=None) as ws:
+        me.ws = ws
+        await me.recv("welcome")
+        await me.send(type="bind", appid=APPID, side=me.side, id="0001")
+        if allocate:
+            await me.send(type="allocate", id="0002")
+            name = str((await me.recv("allocated"))["nameplate"])
+            name_box.set_result(name)
+        else:
+            name = await name_box
+        await me.send(type="claim", nameplate=name, id="0003")
+        mailbox = (await me.recv("claimed"))["mailbox"]
+        await me.send(type="open", mailbox=mailbox, id="0004")
+        for phase in ("pake", "version"):
+            me.sent_at[phase] = time.perf_counter()
+            await me.send(type="add", phase=phase, body=BODY, id=phase[:4])
+        seen = 0
+        while seen < 2:
+            msg = await me.recv("message")
+            if msg["side"] == me.side:
+                continue
+            me.stats.latencies.append(time.perf_counter() - peer.sent_at[str(msg["phase"])])
+            seen += 1
+            if seen == 1:
+                await me.send(type="release", nameplate=name, id="0005")
+        await me.send(type="close", mailbox=mailbox, mood="happy", id="0006")
+        await me.recv("closed")
+
+
+async def pair_loop(url: str, index: int, stats: Stats, stop_at: float) -> None:
+    n = 0
+    while time.monotonic() < stop_at:
+        n += 1
+        a = Side(url, f"a{index:04x}{n:05x}", stats)
+        b = Side(url, f"b{index:04x}{n:05x}", stats)
+        name_box: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(run_side(a, b, name_box, True), run_side(b, a, name_box, False)),
+                timeout=30,
+            )
+            stats.cycles += 1
+        except (OSError, RuntimeError, TimeoutError, websockets.WebSocketException):
+            stats.errors += 1
+
+
+async def run_load(url: str, pairs: int, seconds: float) -> tuple[Stats, float]:
+    stats = Stats()
+    start = time.monotonic()
+    await asyncio.gather(*(pair_loop(url, i, stats, start + seconds) for i in range(pairs)))
+    return stats, time.monotonic() - start
+
+
+def summarise(stats: Stats, elapsed: float) -> dict[str, float]:
+    lat = sorted(stats.latencies) or [float("nan")]
+    q = statistics.quantiles(lat, n=100) if len(lat) > 1 else [lat[0]] * 99
+    return {
+        "cycles": stats.cycles,
+        "errors": stats.errors,
+        "seconds": elapsed,
+        "pairs_per_s": stats.cycles / elapsed,
+        "p50_ms": q[49] * 1000,
+        "p90_ms": q[89] * 1000,
+        "p99_ms": q[98] * 1000,
+        "max_ms": lat[-1] * 1000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url")
+    parser.add_argument("--pairs", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=20)
+    args = parser.parse_args()
+    stats, elapsed = asyncio.run(run_load(args.url, args.pairs, args.seconds))
+    print(json.dumps({"pid": os.getpid(), **summarise(stats, elapsed)}))
+
+
+if __name__ == "__main__":
+    main()
