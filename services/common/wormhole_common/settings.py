@@ -71,7 +71,7 @@ def load_settings(cls: type[S], environ: dict[str, str] | None = None) -> S:
     try:
         if environ is None:
             return cls(**overrides)
-        return cls(**_from_mapping(cls, env), **overrides)
+        return cls(**{**_from_mapping(cls, env), **overrides})
     except ValidationError as exc:
         raise ConfigError("; ".join(describe_errors(cls, exc))) from exc
 
