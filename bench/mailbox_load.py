@@ -29,6 +29,7 @@ BODY = "ab" * 32
 class Stats:
     cycles: int = 0
     errors: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
 
 
@@ -97,8 +98,10 @@ async def pair_loop(url: str, index: int, stats: Stats, stop_at: float) -> None:
                 timeout=30,
             )
             stats.cycles += 1
-        except (OSError, RuntimeError, TimeoutError, websockets.WebSocketException):
+        except (OSError, RuntimeError, TimeoutError, websockets.WebSocketException) as exc:
             stats.errors += 1
+            reason = f"{type(exc).__name__}: {exc}"[:80]
+            stats.reasons[reason] = stats.reasons.get(reason, 0) + 1
 
 
 async def run_load(url: str, pairs: int, seconds: float) -> tuple[Stats, float]:
@@ -108,12 +111,13 @@ async def run_load(url: str, pairs: int, seconds: float) -> tuple[Stats, float]:
     return stats, time.monotonic() - start
 
 
-def summarise(stats: Stats, elapsed: float) -> dict[str, float]:
+def summarise(stats: Stats, elapsed: float) -> dict[str, object]:
     lat = sorted(stats.latencies) or [float("nan")]
     q = statistics.quantiles(lat, n=100) if len(lat) > 1 else [lat[0]] * 99
     return {
         "cycles": stats.cycles,
         "errors": stats.errors,
+        "error_reasons": stats.reasons,
         "seconds": elapsed,
         "pairs_per_s": stats.cycles / elapsed,
         "p50_ms": q[49] * 1000,

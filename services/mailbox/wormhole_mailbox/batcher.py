@@ -70,7 +70,8 @@ class Batcher:
 
     async def _execute(self, batch: list[_Pending]) -> None:
         try:
-            results = await self.db.run(lambda conn: [self.store.execute(conn, p.op) for p in batch])
+            ops = [p.op for p in batch]
+            results = await self.db.run(lambda conn: self.store.execute_many(conn, ops))
         except Exception as exc:
             log.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
             results = None

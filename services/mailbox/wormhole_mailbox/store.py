@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import random
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,15 @@ from wormhole_mailbox.ops import (
 APP_LOCK_NAMESPACE = 0x6E61  # pg_advisory_xact_lock(namespace, hash(app)) for allocation
 PRUNE_LOCK_KEY = 0x7072756E65  # "prune": one pruner at a time across processes
 
+MESSAGES_SQL = (
+    "SELECT seq, side, phase, body, server_rx, msg_id FROM messages"
+    " WHERE app_id = %s AND mailbox_id = %s AND seq > %s ORDER BY seq"
+)
+
+Query = tuple[str, tuple[Any, ...]]
+# An op's work: yields queries, receives each one's rows, returns the op's result.
+Plan = Generator[Query, list[tuple[Any, ...]], Result]
+
 
 def new_mailbox_id() -> str:
     """13 lowercase base32 characters from 8 random bytes, like the reference."""
@@ -55,131 +65,165 @@ class Store:
         self.rng = rng or random.SystemRandom()
 
     def execute(self, conn: psycopg.Connection, op: Op) -> Result:
+        """Run one op on its own (the batch path is `execute_many`)."""
+        return self.execute_many(conn, [op])[0]
+
+    def execute_many(self, conn: psycopg.Connection, ops: list[Op]) -> list[Result]:
+        """Run many ops in the caller's transaction, in few round trips.
+
+        Each op is a plan that yields one query at a time; every round sends the next query of
+        all unfinished plans in one pipeline, so a batch costs as many round trips as its
+        longest plan (two or three), not one per statement. Plans never touch the same rows in
+        an order that matters within a round except through row locks, which PostgreSQL
+        serialises in pipeline order.
+        """
+        # Allocations in one batch read the nameplate list in the same round, before any of
+        # them has claimed: names chosen earlier in the batch count as taken.
+        chosen: dict[str, set[str]] = {}
+        plans = [self._plan(op, chosen) for op in ops]
+        results: list[Result] = [None] * len(plans)
+        pending: dict[int, Query] = {}
+        for i, plan in enumerate(plans):
+            self._advance(plans, i, None, pending, results)
+        while pending:
+            with conn.pipeline():
+                cursors = {i: conn.execute(sql, params) for i, (sql, params) in pending.items()}
+            pending = {}
+            for i, cur in cursors.items():
+                rows = cur.fetchall() if cur.description is not None else []
+                self._advance(plans, i, rows, pending, results)
+        return results
+
+    @staticmethod
+    def _advance(
+        plans: list[Plan], i: int, rows: list[tuple[Any, ...]] | None,
+        pending: dict[int, Query], results: list[Result],
+    ) -> None:
+        try:
+            pending[i] = next(plans[i]) if rows is None else plans[i].send(rows)
+        except StopIteration as done:
+            results[i] = done.value
+
+    def _plan(self, op: Op, chosen: dict[str, set[str]]) -> Plan:
         match op:
             case Bind():
-                self._bind(conn, op)
-                return None
+                return self._bind(op)
             case ListNameplates():
-                return self.list_nameplates(conn, op.app)
+                return self._list(op)
             case Allocate():
-                return self._allocate(conn, op)
+                return self._allocate(op, chosen.setdefault(op.app, set()))
             case Claim():
-                return self._claim(conn, op.app, op.nameplate, op.side, op.now)
+                return self._claim(op.app, op.nameplate, op.side, op.now)
             case Release():
-                self._release(conn, op)
-                return None
+                return self._release(op)
             case Open():
-                return self._open(conn, op)
+                return self._open(op)
             case Add():
-                return self._add(conn, op)
+                return self._add(op)
             case Close():
-                return self._close(conn, op)
+                return self._close(op)
         raise TypeError(f"unknown op {op!r}")
 
-    # -- commands ------------------------------------------------------------------------------
+    # -- commands (plans) ----------------------------------------------------------------------
 
-    def _bind(self, conn: psycopg.Connection, op: Bind) -> None:
-        conn.execute(
+    def _bind(self, op: Bind) -> Plan:
+        yield (
             "INSERT INTO usage_client_versions"
             " (app_id, side, connect_time, implementation, version) VALUES (%s, %s, %s, %s, %s)",
             (op.app, op.side, usage.blur(op.now, self.blur_seconds), op.implementation, op.version),
         )
+        return None
 
     @staticmethod
-    def list_nameplates(conn: psycopg.Connection, app: str) -> list[str]:
-        rows = conn.execute(
-            "SELECT name FROM nameplates WHERE app_id = %s ORDER BY name", (app,)
-        ).fetchall()
+    def _list(op: ListNameplates) -> Plan:
+        rows = yield ("SELECT name FROM nameplates WHERE app_id = %s ORDER BY name", (op.app,))
         return [row[0] for row in rows]
 
-    def _allocate(self, conn: psycopg.Connection, op: Allocate) -> str | Refused:
-        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (APP_LOCK_NAMESPACE, op.app))
-        taken = set(self.list_nameplates(conn, op.app))
+    def _allocate(self, op: Allocate, chosen: set[str]) -> Plan:
+        rows = yield (
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s)),"
+            " ARRAY(SELECT name FROM nameplates WHERE app_id = %s)",
+            (APP_LOCK_NAMESPACE, op.app, op.app),
+        )
         try:
-            name = choose_nameplate(taken, self.rng)
+            name = choose_nameplate(chosen.union(rows[0][1]), self.rng)
         except AllocationExhausted:
             return Refused("no free nameplate")
-        claimed = self._claim(conn, op.app, name, op.side, op.now)
+        chosen.add(name)
+        claimed = yield from self._claim(op.app, name, op.side, op.now)
         return claimed if isinstance(claimed, Refused) else name
 
-    def _claim(
-        self, conn: psycopg.Connection, app: str, name: str, side: str, now: float
-    ) -> str | Refused:
-        row = conn.execute(
+    @staticmethod
+    def _claim(app: str, name: str, side: str, now: float) -> Plan:
+        rows = yield (
             "SELECT o_mid, error FROM mb_claim(%s, %s, %s, %s, %s)",
             (app, name, side, now, new_mailbox_id()),
-        ).fetchone()
-        assert row is not None
-        mailbox, error = row
+        )
+        mailbox, error = rows[0]
         return Refused(error) if error else str(mailbox)
 
-    def _release(self, conn: psycopg.Connection, op: Release) -> None:
-        row = conn.execute(
-            "SELECT mb_release(%s, %s, %s)", (op.app, op.nameplate, op.side)
-        ).fetchone()
-        summary = row[0] if row else None
+    def _release(self, op: Release) -> Plan:
+        rows = yield ("SELECT mb_release(%s, %s, %s)", (op.app, op.nameplate, op.side))
+        summary = rows[0][0] if rows else None
         if summary is not None:
-            self._record_nameplate(conn, op.app, summary, op.now, pruned=False)
-
-    def _open(self, conn: psycopg.Connection, op: Open) -> list[Message] | Refused:
-        row = conn.execute(
-            "SELECT mb_open_side(%s, %s, %s, %s, false)", (op.app, op.mailbox, op.side, op.now)
-        ).fetchone()
-        if row and row[0]:
-            return Refused(row[0])
-        return self.messages(conn, op.app, op.mailbox)
+            yield self._nameplate_record(op.app, summary, op.now, pruned=False)
+        return None
 
     @staticmethod
-    def messages(conn: psycopg.Connection, app: str, mailbox: str, after: int = 0) -> list[Message]:
-        rows = conn.execute(
-            "SELECT seq, side, phase, body, server_rx, msg_id FROM messages"
-            " WHERE app_id = %s AND mailbox_id = %s AND seq > %s ORDER BY seq",
-            (app, mailbox, after),
-        ).fetchall()
+    def _open(op: Open) -> Plan:
+        rows = yield (
+            "SELECT mb_open_side(%s, %s, %s, %s, false)", (op.app, op.mailbox, op.side, op.now)
+        )
+        if rows and rows[0][0]:
+            return Refused(rows[0][0])
+        rows = yield (MESSAGES_SQL, (op.app, op.mailbox, 0))
         return [Message(*row) for row in rows]
 
-    def _add(self, conn: psycopg.Connection, op: Add) -> Message | Refused:
-        row = conn.execute(
+    @staticmethod
+    def _add(op: Add) -> Plan:
+        rows = yield (
             "SELECT mb_add(%s, %s, %s, %s, %s, %s, %s)",
             (op.app, op.mailbox, op.side, op.phase, op.body, op.server_rx, Jsonb(op.msg_id)),
-        ).fetchone()
-        if row is None or row[0] is None:
+        )
+        if not rows or rows[0][0] is None:
             return Refused("mailbox is gone")
-        return Message(row[0], op.side, op.phase, op.body, op.server_rx, op.msg_id)
+        return Message(rows[0][0], op.side, op.phase, op.body, op.server_rx, op.msg_id)
 
-    def _close(self, conn: psycopg.Connection, op: Close) -> Refused | None:
-        row = conn.execute(
+    def _close(self, op: Close) -> Plan:
+        rows = yield (
             "SELECT error, retired FROM mb_close(%s, %s, %s, %s, %s, %s)",
             (op.app, op.mailbox, op.side, op.mood, op.now, op.implicit_open),
-        ).fetchone()
-        assert row is not None
-        error, retired = row
+        )
+        error, retired = rows[0]
         if error:
             return Refused(error)
         if retired is not None:
-            self._record_mailbox(conn, op.app, retired, op.now, pruned=False)
+            yield self._mailbox_record(op.app, retired, op.now, pruned=False)
         return None
+
+    @staticmethod
+    def messages(conn: psycopg.Connection, app: str, mailbox: str, after: int = 0) -> list[Message]:
+        rows = conn.execute(MESSAGES_SQL, (app, mailbox, after)).fetchall()
+        return [Message(*row) for row in rows]
 
     # -- usage ---------------------------------------------------------------------------------
 
-    def _record_nameplate(
-        self, conn: psycopg.Connection, app: str, summary: dict[str, Any], now: float,
-        *, pruned: bool,
-    ) -> None:
+    def _nameplate_record(
+        self, app: str, summary: dict[str, Any], now: float, *, pruned: bool
+    ) -> Query:
         record = usage.nameplate_usage(
             app, summary["added"] or [now], now, pruned=pruned,
             crowded=bool(summary.get("crowded")), blur_seconds=self.blur_seconds,
         )
-        conn.execute(
+        return (
             "INSERT INTO usage_nameplates (app_id, started, waiting_time, total_time, result)"
             " VALUES (%s, %s, %s, %s, %s)",
             (record.app_id, record.started, record.waiting_time, record.total_time, record.result),
         )
 
-    def _record_mailbox(
-        self, conn: psycopg.Connection, app: str, summary: dict[str, Any], now: float,
-        *, pruned: bool,
-    ) -> None:
+    def _mailbox_record(
+        self, app: str, summary: dict[str, Any], now: float, *, pruned: bool
+    ) -> Query:
         added = [t for t in (summary.get("added") or []) if t is not None]
         moods = summary.get("moods") or []
         record = usage.mailbox_usage(
@@ -187,7 +231,7 @@ class Store:
             moods=moods[: len(added)], now=now, pruned=pruned,
             crowded=bool(summary.get("crowded")), blur_seconds=self.blur_seconds,
         )
-        conn.execute(
+        return (
             "INSERT INTO usage_mailboxes"
             " (app_id, for_nameplate, started, waiting_time, total_time, result)"
             " VALUES (%s, %s, %s, %s, %s, %s)",
@@ -230,13 +274,13 @@ class Store:
                 (app, mailbox),
             ).fetchall()
             for _name, crowded, added in plates:
-                self._record_nameplate(
-                    conn, app, {"added": added or [], "crowded": crowded}, now, pruned=True
-                )
+                conn.execute(*self._nameplate_record(
+                    app, {"added": added or [], "crowded": crowded}, now, pruned=True
+                ))
                 nameplates += 1
             summary = conn.execute("SELECT mb_retire_mailbox(%s, %s)", (app, mailbox)).fetchone()
             if summary and summary[0] is not None:
-                self._record_mailbox(conn, app, summary[0], now, pruned=True)
+                conn.execute(*self._mailbox_record(app, summary[0], now, pruned=True))
         return PruneReport(touched, nameplates, len(old), ran=True)
 
     @staticmethod
