@@ -128,6 +128,18 @@ class Database:
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(str(exc).strip() or type(exc).__name__) from exc
 
+    async def wait_until_available(self, timeout: float) -> None:
+        """At start a database in the same deployment may still be starting: retry a while."""
+        with trio.move_on_after(timeout):
+            while True:
+                try:
+                    await self.ping()
+                    return
+                except DatabaseUnavailable as exc:
+                    log.warning("database not available yet: %s", exc)
+                await trio.sleep(1)
+        await self.ping()
+
     async def ping(self) -> None:
         """Raise `DatabaseUnavailable` unless a trivial query succeeds."""
         await self.run(lambda conn: conn.execute("SELECT 1").fetchone())

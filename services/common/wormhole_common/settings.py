@@ -58,8 +58,11 @@ def describe_errors(cls: type[ServiceSettings], error: ValidationError) -> list[
         loc = item.get("loc") or ()
         field = str(loc[0]) if loc else ""
         name = cls.env_name(field) if field else "configuration"
-        value = os.environ.get(name, item.get("input"))
         message = item.get("msg", "invalid value")
+        if item.get("type") == "missing":
+            lines.append(f"{name} is not set: it is required")
+            continue
+        value = os.environ.get(name, item.get("input"))
         lines.append(f"{name}={value!r}: {message}")
     return lines
 

@@ -27,6 +27,7 @@ def main() -> int:
             application_name="wormhole-mailbox",
         )
         try:
+            await db.wait_until_available(settings.database_startup_timeout_seconds)
             await migrate(db, "mailbox", "wormhole_mailbox")
             await MailboxServer(settings, db).serve(stop)
         finally:
@@ -34,12 +35,11 @@ def main() -> int:
 
     try:
         return run_service(service)
-    except DatabaseUnavailable as exc:
-        log.error("cannot use the database (MAILBOX_DATABASE_URL): %s", exc)
-        return 1
-    except OSError as exc:
-        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
-        return 1
+    except* DatabaseUnavailable as group:
+        log.error("cannot use the database (MAILBOX_DATABASE_URL): %s", group.exceptions[0])
+    except* OSError as group:
+        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, group.exceptions[0])
+    return 1
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ class MailboxSettings(ServiceSettings):
     database_url: str = Field(min_length=1)
     database_password: str | None = None
     database_pool_size: int = Field(default=4, ge=1, le=64)
+    database_startup_timeout_seconds: float = Field(default=30, ge=0)
     host: str = "0.0.0.0"
     port: int = Field(default=4000, ge=0, le=65535)
     motd: str | None = None
