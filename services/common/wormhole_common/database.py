@@ -88,7 +88,8 @@ class Database:
         return self._connect()
 
     def _checkin(self, conn: psycopg.Connection) -> None:
-        healthy = not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        idle = psycopg.pq.TransactionStatus.IDLE
+        healthy = not conn.closed and conn.info.transaction_status == idle
         with self._lock:
             if healthy and not self._closed:
                 self._idle.append(conn)
@@ -128,9 +129,9 @@ class Database:
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(str(exc).strip() or type(exc).__name__) from exc
 
-    async def wait_until_available(self, timeout: float) -> None:
+    async def wait_until_available(self, patience: float) -> None:
         """At start a database in the same deployment may still be starting: retry a while."""
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(patience):
             while True:
                 try:
                     await self.ping()

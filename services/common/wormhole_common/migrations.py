@@ -46,7 +46,9 @@ def discover(package: str) -> list[Migration]:
     return found
 
 
-def apply_pending(conn: psycopg.Connection, component: str, migrations: list[Migration]) -> list[int]:
+def apply_pending(
+    conn: psycopg.Connection, component: str, migrations: list[Migration]
+) -> list[int]:
     """Apply what is missing; runs inside the caller's transaction. Returns applied versions."""
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
     conn.execute(

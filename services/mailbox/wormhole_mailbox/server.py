@@ -79,13 +79,16 @@ class MailboxServer:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def serve(
-        self, stop: trio.Event, *, task_status: trio.TaskStatus[MailboxServer] = trio.TASK_STATUS_IGNORED
+        self, stop: trio.Event, *,
+        task_status: trio.TaskStatus[MailboxServer] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         async with trio.open_nursery() as background:
             background.start_soon(self.batcher.run)
             background.start_soon(self._prune_loop)
             async with trio.open_nursery() as handlers:
-                listeners = await trio.open_tcp_listeners(self.settings.port, host=self.settings.host)
+                listeners = await trio.open_tcp_listeners(
+                    self.settings.port, host=self.settings.host
+                )
                 self.port = listeners[0].socket.getsockname()[1]
                 server = WebSocketServer(
                     self._handle, listeners, handler_nursery=handlers,
@@ -93,7 +96,7 @@ class MailboxServer:
                 )
                 accepting = trio.CancelScope()
 
-                async def accept(task_status: trio.TaskStatus[None]) -> None:
+                async def accept(task_status: trio.TaskStatus[WebSocketServer]) -> None:
                     with accepting:
                         await server.run(task_status=task_status)
 
@@ -219,7 +222,8 @@ class MailboxServer:
                     conn.send(reply)
                 replies = []
                 messages = result if isinstance(result, list) else []
-                subscriber.replayed(max((m.seq for m in messages if isinstance(m, Message)), default=0))
+                seqs = [m.seq for m in messages if isinstance(m, Message)]
+                subscriber.replayed(max(seqs, default=0))
         else:
             if isinstance(op, Close):
                 self._unsubscribe(conn)

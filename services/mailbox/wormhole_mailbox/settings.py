@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Literal
 
+from psycopg.conninfo import make_conninfo
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 from wormhole_common.settings import ServiceSettings
@@ -71,6 +72,4 @@ class MailboxSettings(ServiceSettings):
         """The database URL with the password from its own variable or file, if given."""
         if not self.database_password:
             return self.database_url
-        from psycopg.conninfo import make_conninfo
-
         return make_conninfo(self.database_url, password=self.database_password)

@@ -83,7 +83,7 @@ class Store:
         plans = [self._plan(op, chosen) for op in ops]
         results: list[Result] = [None] * len(plans)
         pending: dict[int, Query] = {}
-        for i, plan in enumerate(plans):
+        for i in range(len(plans)):
             self._advance(plans, i, None, pending, results)
         while pending:
             with conn.pipeline():
@@ -253,7 +253,8 @@ class Store:
         touched = 0
         if subscribed:
             cur = conn.execute(
-                "UPDATE mailboxes m SET updated = %s FROM unnest(%s::text[], %s::text[]) AS s(app, id)"
+                "UPDATE mailboxes m SET updated = %s"
+                " FROM unnest(%s::text[], %s::text[]) AS s(app, id)"
                 " WHERE m.app_id = s.app AND m.id = s.id",
                 (now, [a for a, _ in subscribed], [m for _, m in subscribed]),
             )
