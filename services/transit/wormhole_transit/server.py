@@ -64,6 +64,7 @@ class Connection:
     pair_done: trio.Event = field(default_factory=trio.Event)
     early: bytes = b""  # a WebSocket message read while the partner was being attached
     in_pair: bool = False
+    recorded: bool = False
 
 
 class TransitServer:
@@ -146,6 +147,9 @@ class TransitServer:
         handlers.cancel_scope.cancel()
 
     async def _current_loop(self) -> None:
+        if self.recorder.db is None:
+            return
+        await self.recorder.ready.wait()
         while True:
             await self._write_current(time.time())
             await trio.sleep(self.settings.current_interval_seconds)
@@ -212,7 +216,7 @@ class TransitServer:
             if self.table.leave(conn):
                 conn.mood = Mood.LONELY
             if not conn.in_pair:
-                self._record_single(conn)
+                self._finish(conn, conn.mood)
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
             self.connections.discard(conn)
@@ -222,7 +226,12 @@ class TransitServer:
             if not self.per_ip[conn.ip]:
                 del self.per_ip[conn.ip]
 
-    def _record_single(self, conn: Connection) -> None:
+    def _finish(self, conn: Connection, mood: Mood) -> None:
+        """Record an unpaired connection's outcome once, before any lingering close."""
+        if conn.recorded:
+            return
+        conn.recorded = True
+        conn.mood = mood
         self.moods[conn.mood] += 1
         self.recorder.record(single_usage(conn.started, time.time(), conn.mood,
                                           self.settings.blur_usage_seconds))
@@ -248,7 +257,7 @@ class TransitServer:
             return
         endpoint = TcpEndpoint(stream)
         if isinstance(result, Rejected):
-            conn.mood = Mood.ERRORY
+            self._finish(conn, Mood.ERRORY)
             await _send_and_close(endpoint, BAD_HANDSHAKE)
         elif isinstance(result, Accepted):
             await self._arrive(conn, endpoint, result.handshake, result.rest)
@@ -283,7 +292,7 @@ class TransitServer:
         endpoint = WebSocketEndpoint(ws)
         handshake = parse_message(message)
         if handshake is None:
-            conn.mood = Mood.ERRORY
+            self._finish(conn, Mood.ERRORY)
             await _send_and_close(endpoint, BAD_HANDSHAKE)
             return
         await self._arrive(conn, endpoint, handshake, b"")
@@ -313,7 +322,7 @@ class TransitServer:
 
     def _impatient(self, conn: Connection) -> None:
         self.table.leave(conn)
-        conn.mood = Mood.IMPATIENT
+        self._finish(conn, Mood.IMPATIENT)
 
     async def _wait(self, conn: Connection, endpoint: Endpoint) -> None:
         sent_data = False
@@ -348,7 +357,7 @@ class TransitServer:
             await conn.pair_done.wait()
             return
         if conn.verdict == "redundant":
-            conn.mood = Mood.REDUNDANT
+            self._finish(conn, Mood.REDUNDANT)
             await endpoint.close()
             return
         if sent_data:
@@ -358,7 +367,7 @@ class TransitServer:
         if timer.cancelled_caught:
             self.timeouts["lonely"] += 1
         self.table.leave(conn)
-        conn.mood = Mood.LONELY
+        self._finish(conn, Mood.LONELY)
         await endpoint.close()
 
     async def _run_pair(self, first: Connection, second: Connection, rest: bytes) -> None:
