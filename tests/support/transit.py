@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 import trio
-from trio_websocket import WebSocketConnection, open_websocket_url
+from trio_websocket import WebSocketConnection, wrap_client_stream
 from wormhole_common.database import Database
 from wormhole_transit.server import TransitServer
 from wormhole_transit.settings import TransitSettings
@@ -79,9 +79,22 @@ async def connect(server: TransitServer) -> trio.SocketStream:
 
 @asynccontextmanager
 async def ws_connect(server: TransitServer, path: str = "/") -> AsyncIterator[WebSocketConnection]:
-    url = f"ws://127.0.0.1:{server.websocket_port}{path}"
-    async with open_websocket_url(url, max_message_size=64 << 20, disconnect_timeout=2) as ws:
-        yield ws
+    """A WebSocket client on a TCP stream we own: trio-websocket's client leaves its socket
+    open when the server closes first, which is what the relay does."""
+    assert server.websocket_port is not None
+    stream = await trio.open_tcp_stream("127.0.0.1", server.websocket_port)
+    try:
+        async with trio.open_nursery() as nursery:
+            ws = await wrap_client_stream(nursery, stream, "127.0.0.1", path,
+                                          max_message_size=64 << 20)
+            try:
+                yield ws
+            finally:
+                with trio.move_on_after(2):
+                    await ws.aclose()
+                nursery.cancel_scope.cancel()
+    finally:
+        await trio.aclose_forcefully(stream)
 
 
 async def receive_exactly(stream: trio.SocketStream, n: int) -> bytes:
