@@ -135,7 +135,9 @@ async def pair_tcp(server: TransitServer) -> tuple[trio.SocketStream, trio.Socke
 
 async def wait_for(condition: Callable[[], bool]) -> None:
     """Poll server state; the caller's fail_after bounds it."""
-    while not condition():
+    while True:
+        if condition():
+            return
         await trio.sleep(0.005)
 
 

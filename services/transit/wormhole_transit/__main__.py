@@ -58,7 +58,7 @@ def main() -> int:
     try:
         return run_service(service)
     except OSError as exc:
-        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)  # noqa: TRY400
+        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
         return 1
 
 

@@ -108,10 +108,22 @@ class TransitServer:
         listeners = await trio.open_tcp_listeners(s.port, host=s.host, backlog=BACKLOG)
         self.port = listeners[0].socket.getsockname()[1]
         ws_listeners: list[trio.SocketListener] = []
-        if s.websocket_port is not None:
-            ws_listeners = await trio.open_tcp_listeners(
-                s.websocket_port, host=s.host, backlog=BACKLOG)
-            self.websocket_port = ws_listeners[0].socket.getsockname()[1]
+        try:
+            if s.websocket_port is not None:
+                ws_listeners = await trio.open_tcp_listeners(
+                    s.websocket_port, host=s.host, backlog=BACKLOG)
+                self.websocket_port = ws_listeners[0].socket.getsockname()[1]
+            await self._run(stop, listeners, ws_listeners, task_status)
+        finally:
+            for listener in listeners + ws_listeners:
+                await trio.aclose_forcefully(listener)
+        log.info("transit relay stopped")
+
+    async def _run(
+        self, stop: trio.Event, listeners: list[trio.SocketListener],
+        ws_listeners: list[trio.SocketListener], task_status: trio.TaskStatus[TransitServer],
+    ) -> None:
+        s = self.settings
         async with trio.open_nursery() as background:
             background.start_soon(self.recorder.run)
             background.start_soon(self._current_loop)
@@ -132,7 +144,6 @@ class TransitServer:
             await self.recorder.flush(5)
             await self._write_current(time.time())
             background.cancel_scope.cancel()
-        log.info("transit relay stopped")
 
     async def _drain(self, handlers: trio.Nursery) -> None:
         """Close connections without a partner now; give pairs the grace period to finish."""
