@@ -179,6 +179,30 @@ async def test_malformed_frames_get_errors_and_the_connection_stays(database_url
         assert await c.command(type="close", mood="happy") == {"type": "closed"}
 
 
+async def test_values_postgresql_cannot_store_are_errors_not_dropped_connections(
+    database_url: str,
+) -> None:
+    async with serving(database_url) as server, client(server) as c:
+        await c.send_raw('{"type": "bind", "appid": "app\\u0000", "side": "s", "id": 1}')
+        assert await c.recv() == {"type": "ack", "id": 1}
+        assert (await c.recv())["type"] == "error"
+        await c.send_raw('{"type": "ping", "ping": NaN}')
+        assert (await c.recv())["type"] == "error"
+        await c.bind("side")
+        await c.ack_only(type="open", mailbox="mb")
+        for raw in ['{"type": "add", "phase": "p", "body": "\\u0000"}',
+                    '{"type": "add", "phase": "p", "body": "\\ud800"}',
+                    '{"type": "add", "phase": "p", "body": "b", "id": "\\u0000"}',
+                    '{"type": "add", "phase": "p", "body": "b", "id": NaN}']:
+            await c.send_raw(raw)
+            reply = await c.recv()
+            if reply["type"] == "ack":
+                reply = await c.recv()
+            assert reply["type"] == "error", (raw, reply)
+        assert (await add(c, "p", "ok"))["body"] == "ok"
+        assert await count(database_url, "messages") == 1
+
+
 # -- list, allocate, claim, release ------------------------------------------------------------
 
 

@@ -603,3 +603,64 @@ def test_submit_after_bind_is_refused() -> None:
     again = hashcash.mint_stamp(RESOURCE, BITS, NOW)
     assert the_error(send(session, type="submit-permissions", method="hashcash",
                           stamp=again)) == "already bound"
+
+
+# -- values PostgreSQL cannot store --------------------------------------------------------------
+# A NUL in a text column, a lone surrogate, or NaN in a jsonb id made the store fail, which the
+# shell reports as "internal server error" and closes the connection (and the whole batch of
+# other connections' commands had to be retried one by one). They are protocol errors instead.
+
+
+@pytest.mark.parametrize("raw", ['{"type": "ping", "ping": NaN}', '{"type": "ping", "ping": 1,'
+                                 ' "id": Infinity}', '{"type": "ping", "ping": -Infinity}'])
+def test_non_standard_json_constants_are_invalid_json(raw: str) -> None:
+    step = Session(WelcomeConfig()).receive(raw, NOW)
+    assert [r["type"] for r in step.replies] == ["error"]
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        {"type": "bind", "appid": "a\u0000", "side": "s"},
+        {"type": "bind", "appid": "a", "side": "\ud800"},
+        {"type": "bind", "appid": "a", "side": "s", "client_version": ["py\u0000", "1"]},
+        {"type": "bind", "appid": "a", "side": "s", "client_version": ["py", "\udfff"]},
+    ],
+)
+def test_unstorable_bind_is_an_error(msg: dict[str, Any]) -> None:
+    session = Session(WelcomeConfig())
+    the_error(send_dict(session, msg))
+    assert session.app is None
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        {"type": "open", "mailbox": "m\u0000"},
+        {"type": "close", "mailbox": "m", "mood": "\u0000"},
+        {"type": "close", "mailbox": "\ud83d"},
+        {"type": "release", "nameplate": "1\u0000"},
+    ],
+)
+def test_unstorable_strings_after_bind_are_errors(msg: dict[str, Any]) -> None:
+    the_error(send_dict(bound(), msg))
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"phase": "p\u0000", "body": "b"},
+        {"phase": "p", "body": "\u0000"},
+        {"phase": "p", "body": "b\ud800"},
+        {"phase": "p", "body": "b", "id": "\u0000"},
+        {"phase": "p", "body": "b", "id": ["ok", {"k": "\udc00"}]},
+        {"phase": "p", "body": "b", "id": {"\u0000": 1}},
+    ],
+)
+def test_unstorable_add_is_an_error(fields: dict[str, Any]) -> None:
+    the_error(send_dict(opened(), {"type": "add", **fields}))
+
+
+def test_ordinary_unicode_is_fine() -> None:
+    step = send(opened(), type="add", phase="p\u00e9", body="\U0001f600", id={"k": ["\u4e2d"]})
+    assert isinstance(step.op, Add)

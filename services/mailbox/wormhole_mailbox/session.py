@@ -62,7 +62,36 @@ def error_frame(text: str, orig: Any) -> Frame:
 def _decode(raw: str | bytes) -> Any:
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8")
-    return json.loads(raw)
+    return json.loads(raw, parse_constant=_reject_constant)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _storable(value: str, key: str) -> str:
+    """PostgreSQL text holds no NUL and only valid UTF-8 (no lone surrogates)."""
+    if "\x00" in value:
+        raise ProtocolError(f"'{key}' must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError(f"'{key}' must be valid Unicode") from None
+    return value
+
+
+def _storable_json(value: Any, key: str) -> Any:
+    """The same for every string inside a JSON value stored as jsonb (a message `id`)."""
+    if isinstance(value, str):
+        _storable(value, key)
+    elif isinstance(value, list):
+        for item in value:
+            _storable_json(item, key)
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            _storable(name, key)
+            _storable_json(item, key)
+    return value
 
 
 def _string(msg: Frame, key: str, missing: str) -> str:
@@ -71,14 +100,16 @@ def _string(msg: Frame, key: str, missing: str) -> str:
     value = msg[key]
     if not isinstance(value, str):
         raise ProtocolError(f"'{key}' must be a string")
-    return value
+    return _storable(value, key)
 
 
 def _optional_string(msg: Frame, key: str) -> str | None:
     value = msg.get(key)
-    if value is not None and not isinstance(value, str):
+    if value is None:
+        return None
+    if not isinstance(value, str):
         raise ProtocolError(f"'{key}' must be a string")
-    return value
+    return _storable(value, key)
 
 
 def _client_version(msg: Frame) -> tuple[str | None, str | None]:
@@ -87,7 +118,8 @@ def _client_version(msg: Frame) -> tuple[str | None, str | None]:
         return None, None
     if not isinstance(value, list) or len(value) < 2:
         raise ProtocolError("'client_version' must be a list of [implementation, version]")
-    return str(value[0]), str(value[1])
+    return (_storable(str(value[0]), "client_version"),
+            _storable(str(value[1]), "client_version"))
 
 
 class Session:
@@ -244,7 +276,8 @@ class Session:
             raise ProtocolError("must open mailbox before adding")
         phase = _string(msg, "phase", "missing 'phase'")
         body = _string(msg, "body", "missing 'body'")
-        return Add(self.app, self.side, self.mailbox, phase, body, now, msg.get("id"))
+        msg_id = _storable_json(msg.get("id"), "id")
+        return Add(self.app, self.side, self.mailbox, phase, body, now, msg_id)
 
     def _close(self, msg: Frame, now: float) -> Close:
         assert self.app is not None and self.side is not None
