@@ -23,6 +23,7 @@ def test_defaults() -> None:
     assert s.database_url == URL
     assert s.database_password is None
     assert s.database_pool_size == 4
+    assert s.database_startup_timeout_seconds == 30
     assert (s.host, s.port) == ("0.0.0.0", 4000)
     assert (s.motd, s.advertise_version, s.signal_error) == (None, None, None)
     assert s.allow_list is True
@@ -42,7 +43,8 @@ def test_defaults() -> None:
 
 def test_every_variable_is_parsed() -> None:
     s = load(
-        database_password="pw", database_pool_size="9", host="::", port="14004",
+        database_password="pw", database_pool_size="9", database_startup_timeout_seconds="0",
+        host="::", port="14004",
         motd="Welcome!", advertise_version="0.24.0", signal_error="maintenance",
         allow_list="false", channel_expiry_seconds="4", prune_interval_seconds="0.5",
         blur_usage_seconds="3600", trusted_proxies="10.0.0.0/8, fd00::/8,192.0.2.1",
@@ -51,6 +53,7 @@ def test_every_variable_is_parsed() -> None:
     )
     assert s.database_password == "pw"
     assert s.database_pool_size == 9
+    assert s.database_startup_timeout_seconds == 0
     assert (s.host, s.port) == ("::", 14004)
     assert (s.motd, s.advertise_version, s.signal_error) == ("Welcome!", "0.24.0", "maintenance")
     assert s.allow_list is False
@@ -112,6 +115,8 @@ def test_unrelated_variables_are_ignored() -> None:
         ("DATABASE_POOL_SIZE", "0"),
         ("DATABASE_POOL_SIZE", "65"),
         ("DATABASE_POOL_SIZE", "four"),
+        ("DATABASE_STARTUP_TIMEOUT_SECONDS", "-1"),
+        ("DATABASE_STARTUP_TIMEOUT_SECONDS", "forever"),
         ("PORT", "65536"),
         ("PORT", "-1"),
         ("PORT", "http"),
@@ -140,7 +145,7 @@ def test_invalid_values_name_the_variable(variable: str, value: str) -> None:
 
 
 def test_missing_database_url_names_the_variable() -> None:
-    with pytest.raises(ConfigError, match="MAILBOX_DATABASE_URL"):
+    with pytest.raises(ConfigError, match="MAILBOX_DATABASE_URL is not set"):
         load_settings(MailboxSettings, environ={})
 
 
