@@ -69,6 +69,51 @@ async def test_welcome_without_speaking_first(database_url: str) -> None:
         assert isinstance(first["server_tx"], float)
 
 
+@pytest.mark.parametrize(
+    ("trusted", "expected"),
+    [("127.0.0.1/32", {"port": 4444, "ipv4": "203.0.113.9"}),
+     ("10.0.0.0/8", None)],
+)
+async def test_your_address_from_a_trusted_proxy_only(
+    database_url: str, trusted: str, expected: dict[str, Any] | None,
+) -> None:
+    headers = [("X-Real-IP", "203.0.113.9"), ("X-Real-Port", "4444")]
+    async with serving(database_url, trusted_proxies=trusted) as server, \
+            open_websocket_url(url(server), extra_headers=headers) as ws:
+        with trio.fail_after(5):
+            welcome = json.loads(await ws.get_message())
+        address = welcome["welcome"]["your-address"]
+        if expected is None:  # the socket peer, headers ignored
+            assert address["ipv4"] == "127.0.0.1" and address["port"] != 4444
+        else:
+            assert address == expected
+
+
+async def test_pipelined_commands_are_answered_in_order(database_url: str) -> None:
+    async with serving(database_url) as server, client(server) as c:
+        for msg in [
+            {"type": "bind", "appid": "app", "side": "s", "id": "01"},
+            {"type": "list", "id": "02"},
+            {"type": "ping", "ping": 3, "id": "03"},
+            {"type": "open", "mailbox": "mb", "id": "04"},
+            {"type": "add", "phase": "p", "body": "aa", "id": "05"},
+            {"type": "claim", "nameplate": "6", "id": "06"},
+            {"type": "close", "mood": "happy", "id": "07"},
+        ]:
+            await c.send(**msg)
+        got = [await c.recv() for _ in range(12)]
+        assert [(m["type"], m.get("id")) for m in got] == [
+            ("ack", "01"),
+            ("ack", "02"), ("nameplates", None),
+            ("ack", "03"), ("pong", None),
+            ("ack", "04"),
+            ("ack", "05"), ("message", "05"),
+            ("ack", "06"), ("claimed", None),
+            ("ack", "07"), ("closed", None),
+        ]
+        await c.expect_silence(0.1)
+
+
 async def test_ping_pong_before_and_after_bind(database_url: str) -> None:
     async with serving(database_url) as server, client(server) as c:
         assert await c.command(type="ping", ping=42, id=7) == {"type": "pong", "pong": 42}
