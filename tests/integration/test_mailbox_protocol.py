@@ -77,7 +77,7 @@ async def test_welcome_without_speaking_first(database_url: str) -> None:
 async def test_your_address_from_a_trusted_proxy_only(
     database_url: str, trusted: str, expected: dict[str, Any] | None,
 ) -> None:
-    headers = [("X-Real-IP", "203.0.113.9"), ("X-Real-Port", "4444")]
+    headers = [(b"X-Real-IP", b"203.0.113.9"), (b"X-Real-Port", b"4444")]
     async with serving(database_url, trusted_proxies=trusted) as server, \
             open_websocket_url(url(server), extra_headers=headers) as ws:
         with trio.fail_after(5):
@@ -91,7 +91,7 @@ async def test_your_address_from_a_trusted_proxy_only(
 
 async def test_pipelined_commands_are_answered_in_order(database_url: str) -> None:
     async with serving(database_url) as server, client(server) as c:
-        for msg in [
+        pipelined: list[dict[str, Any]] = [
             {"type": "bind", "appid": "app", "side": "s", "id": "01"},
             {"type": "list", "id": "02"},
             {"type": "ping", "ping": 3, "id": "03"},
@@ -99,7 +99,8 @@ async def test_pipelined_commands_are_answered_in_order(database_url: str) -> No
             {"type": "add", "phase": "p", "body": "aa", "id": "05"},
             {"type": "claim", "nameplate": "6", "id": "06"},
             {"type": "close", "mood": "happy", "id": "07"},
-        ]:
+        ]
+        for msg in pipelined:
             await c.send(**msg)
         got = [await c.recv() for _ in range(12)]
         assert [(m["type"], m.get("id")) for m in got] == [
