@@ -65,7 +65,7 @@ class Client:
         with trio.fail_after(TIMEOUT):
             raw = await self.ws.get_message()
         assert isinstance(raw, str), "server frames must be text"
-        msg = json.loads(raw)
+        msg: dict[str, Any] = json.loads(raw)
         assert isinstance(msg.pop("server_tx"), float)
         self.received.append(msg)
         return msg
