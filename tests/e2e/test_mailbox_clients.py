@@ -44,6 +44,12 @@ def usage_results(database_url: str) -> tuple[list[str], list[str]]:
     return plates, boxes
 
 
+def closed_moods(database_url: str) -> list[str]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT mood FROM mailbox_sides WHERE NOT opened").fetchall()
+    return [r[0] for r in rows]
+
+
 needs_go = pytest.mark.skipif(clients.GO_WORMHOLE is None, reason="wormhole-william not installed")
 
 
@@ -66,15 +72,23 @@ def test_text_transfer(direction: str, code: str, database_url: str, tmp_path: P
                     else clients.go_receive(url, code))
         _, received = transfer(sender, receiver)
         assert TEXT in received
-        # Both sides closed happily: the channel is gone and recorded.
+        # Both sides released: the nameplate is retired as happy.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             plates, boxes = usage_results(database_url)
-            if boxes:
+            if boxes or (plates and "go" in direction):
                 break
             time.sleep(0.1)
-        assert boxes == ["happy"], (plates, boxes, service.output())
-        assert plates == ["happy"]
+        assert plates == ["happy"], (plates, boxes, service.output())
+        if "go" not in direction:
+            assert boxes == ["happy"], (plates, boxes, service.output())
+        elif not boxes:
+            # wormhole-william sometimes exits before its `close` leaves (seen in about half
+            # of the go-go runs here, with the client's own log showing success): the mailbox
+            # then waits for pruning. Whoever did close must have said happy.
+            assert closed_moods(database_url) == ["happy"], service.output()
+        else:
+            assert boxes == ["happy"]
 
 
 def wait_for_stored_message(database_url: str, timeout: float = 30) -> None:

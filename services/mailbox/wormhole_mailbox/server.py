@@ -17,6 +17,7 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
 from wormhole_common.database import Database
+from wsproto.events import TextMessage
 
 from wormhole_mailbox import hashcash
 from wormhole_mailbox.addresses import peer_address
@@ -34,6 +35,33 @@ OUTBOUND_QUEUE = 4096  # frames waiting for one slow client before it is dropped
 MAX_MESSAGE_BYTES = 1 << 20
 
 
+def _set_event() -> trio.Event:
+    event = trio.Event()
+    event.set()
+    return event
+
+
+async def send_texts(ws: WebSocketConnection, texts: list[str]) -> None:
+    """Send text frames with one write to the socket.
+
+    trio-websocket writes each message with its own `send_all`; on a busy server the syscalls
+    dominate, so several frames are framed by the connection's wsproto state and written at
+    once, under the same lock trio-websocket uses (its internals, pinned in pyproject.toml).
+    """
+    if len(texts) == 1:
+        await ws.send_message(texts[0])
+        return
+    if ws._close_reason:
+        raise ConnectionClosed(ws._close_reason)
+    data = b"".join(ws._wsproto.send(TextMessage(data=text)) for text in texts)
+    async with ws._stream_lock:
+        try:
+            await ws._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await ws._abort_web_socket()
+            raise ConnectionClosed(ws._close_reason) from None
+
+
 @dataclass(eq=False)
 class Connection:
     ws: WebSocketConnection
@@ -42,6 +70,7 @@ class Connection:
     subscription: tuple[Key, Subscriber] | None = None
     overflowed: bool = False
     drained: trio.Event = field(default_factory=trio.Event)  # the writer has finished
+    settled: trio.Event = field(default_factory=_set_event)  # no command is half-answered
 
     def send(self, frame: Frame) -> None:
         try:
@@ -151,9 +180,22 @@ class MailboxServer:
             self._unsubscribe(conn)
 
     async def _write(self, conn: Connection, receive: trio.MemoryReceiveChannel[Frame]) -> None:
+        """Write frames in order; while a command is being answered, gather its frames first.
+
+        An `ack` then waits for its command's result (milliseconds), and both leave in one
+        write together with any `message` that was queued between them.
+        """
         try:
             async for frame in receive:
-                await conn.ws.send_message(encode(frame, time.time()))
+                await conn.settled.wait()
+                frames = [frame]
+                while True:
+                    try:
+                        frames.append(receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                now = time.time()
+                await send_texts(conn.ws, [encode(f, now) for f in frames])
         except ConnectionClosed:
             pass
         finally:
@@ -177,6 +219,7 @@ class MailboxServer:
                 raw = await conn.ws.get_message()
             except ConnectionClosed:
                 return
+            log.debug("received %.200r", raw)
             step = conn.session.receive(raw, time.time())
             for reply in step.replies:
                 conn.send(reply)
@@ -184,15 +227,19 @@ class MailboxServer:
                 await self._finish_writes_and_close(conn, 1008, "permission denied")
                 return
             if step.op is not None:
+                conn.settled = trio.Event()
                 try:
                     await self._perform(conn, step)
                 except StoreFailed:
                     conn.send(error_frame("internal server error", step.orig))
                     await self._finish_writes_and_close(conn, 1011, "database unavailable")
                     return
+                finally:
+                    conn.settled.set()
         await conn.ws.aclose(1008, "too slow to read")
 
     async def _finish_writes_and_close(self, conn: Connection, code: int, reason: str) -> None:
+        conn.settled.set()  # the writer must not hold back the last frames
         conn.outbound.close()
         with trio.move_on_after(2):
             await conn.drained.wait()
