@@ -60,8 +60,6 @@ async def test_other_websocket_paths_are_404(database_url: str, path: bytes) -> 
     assert status.startswith(b"HTTP/1.1 404")
 
 
-@pytest.mark.xfail(strict=True, reason="spec 1.1 liveness page not implemented: plain GET / is"
-                   " answered 400 by trio-websocket before the handler sees it")
 async def test_plain_get_root_is_the_liveness_page(database_url: str) -> None:
     async with serving(database_url) as server:
         assert server.port is not None

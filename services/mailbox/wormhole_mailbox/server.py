@@ -12,16 +12,22 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    wrap_server_stream,
+)
 from wormhole_common.database import Database
 from wsproto.events import TextMessage
 
 from wormhole_mailbox import hashcash
 from wormhole_mailbox.addresses import peer_address
 from wormhole_mailbox.batcher import Batcher, StoreFailed
+from wormhole_mailbox.front import ReplayStream, is_upgrade, plain_response, read_head
 from wormhole_mailbox.hub import Hub, Key, Subscriber
 from wormhole_mailbox.ops import Add, Close, ListNameplates, Message, Open, Refused
 from wormhole_mailbox.session import Frame, Session, Step, WelcomeConfig, error_frame
@@ -33,6 +39,12 @@ log = logging.getLogger(__name__)
 SERVER_HEADER = b"Magic Wormhole Mailbox (wormhole-stack)"
 OUTBOUND_QUEUE = 4096  # frames waiting for one slow client before it is dropped
 MAX_MESSAGE_BYTES = 1 << 20
+HANDSHAKE_SECONDS = 10  # to send a request head and complete the upgrade
+
+
+class Peer(NamedTuple):
+    host: str
+    port: int
 
 
 def _set_event() -> trio.Event:
@@ -119,15 +131,16 @@ class MailboxServer:
                     self.settings.port, host=self.settings.host
                 )
                 self.port = listeners[0].socket.getsockname()[1]
-                server = WebSocketServer(
-                    self._handle, listeners, handler_nursery=handlers,
-                    max_message_size=MAX_MESSAGE_BYTES, connect_timeout=10, disconnect_timeout=2,
-                )
                 accepting = trio.CancelScope()
 
-                async def accept(task_status: trio.TaskStatus[WebSocketServer]) -> None:
+                async def accept(
+                    task_status: trio.TaskStatus[list[trio.SocketListener]],
+                ) -> None:
                     with accepting:
-                        await server.run(task_status=task_status)
+                        await trio.serve_listeners(
+                            self._serve_stream, listeners, handler_nursery=handlers,
+                            task_status=task_status,
+                        )
 
                 await handlers.start(accept)
                 log.info("mailbox listening on %s:%s (/v1)", self.settings.host, self.port)
@@ -147,21 +160,57 @@ class MailboxServer:
 
     # -- connections ---------------------------------------------------------------------------
 
-    async def _handle(self, request: WebSocketRequest) -> None:
+    async def _serve_stream(self, stream: trio.SocketStream) -> None:
+        """One TCP connection: a WebSocket on /v1, or a plain HTTP request."""
+        head: bytes | None = None
+        try:
+            with trio.move_on_after(HANDSHAKE_SECONDS):
+                head = await read_head(stream)
+                if head is not None and not is_upgrade(head):
+                    await stream.send_all(plain_response(head))
+                    head = None
+            if head is None:
+                await stream.aclose()
+                return
+            async with trio.open_nursery() as nursery:
+                request: WebSocketRequest | None = None
+                with trio.move_on_after(HANDSHAKE_SECONDS):
+                    request = await wrap_server_stream(
+                        nursery, ReplayStream(stream, head), max_message_size=MAX_MESSAGE_BYTES
+                    )
+                if request is not None:
+                    host, port = stream.socket.getpeername()[:2]
+                    await self._handle(request, Peer(str(host), int(port)))
+                nursery.cancel_scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _handle(self, request: WebSocketRequest, peer: Peer) -> None:
         # trio-websocket swallows a handler's exception silently; a bug must at least be logged.
         try:
-            await self._serve_request(request)
+            await self._serve_request(request, peer)
         except Exception:
             log.exception("connection handler failed")
 
-    async def _serve_request(self, request: WebSocketRequest) -> None:
+    async def _serve_request(self, request: WebSocketRequest, peer: Peer) -> None:
         if request.path.rstrip("/") != "/v1":
             await request.reject(404, body=b"Not Found\n")
             return
         ws = await request.accept(extra_headers=[(b"Server", SERVER_HEADER)])
-        remote = request.remote
-        host, port = (remote.address, remote.port) if not isinstance(remote, str) else ("", 0)
-        address = peer_address(str(host), port, request.headers, self.settings.trusted_proxies)
+        try:
+            await self._converse(request, ws, peer)
+        finally:
+            with trio.move_on_after(2):
+                await ws.aclose()
+
+    async def _converse(
+        self, request: WebSocketRequest, ws: WebSocketConnection, peer: Peer
+    ) -> None:
+        address = peer_address(
+            peer.host, peer.port, request.headers, self.settings.trusted_proxies
+        )
         session = Session(self.welcome_config, spent=self.spent_stamps)
         send, receive = trio.open_memory_channel[Frame](OUTBOUND_QUEUE)
         conn = Connection(ws, session, send)
