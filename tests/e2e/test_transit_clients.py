@@ -1,0 +1,115 @@
+"""Real clients move a file through our mailbox and our relay (the only path: no listening
+sockets), hash-checked, and the relay's usage row shows the bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.support import clients
+from tests.support.postgres import free_port
+from tests.support.processes import ServiceProcess, mailbox_process
+
+pytestmark = pytest.mark.e2e
+
+SIZE = 20 * 1024 * 1024 + 12345
+TIMEOUT = 120
+
+
+@pytest.fixture
+def transit(database_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
+    port = free_port()
+    service = ServiceProcess(
+        "wormhole-transit",
+        {"TRANSIT_DATABASE_URL": database_url, "TRANSIT_HOST": "127.0.0.1",
+         "TRANSIT_PORT": str(port)},
+        port,
+        tmp_path / "transit.log",
+    )
+    service.start()
+    try:
+        yield service
+    finally:
+        if service.proc is not None and service.proc.poll() is None:
+            service.stop()
+
+
+@pytest.fixture
+def payload(tmp_path: Path) -> tuple[Path, str]:
+    path = tmp_path / "outbox" / "random.bin"
+    path.parent.mkdir()
+    data = os.urandom(SIZE)
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest()
+
+
+def relayed_bytes(database_url: str, timeout: float = 15) -> list[tuple[str, int]]:
+    deadline = time.monotonic() + timeout
+    rows: list[tuple[str, int]] = []
+    while time.monotonic() < deadline:
+        with psycopg.connect(database_url) as conn:
+            rows = [(r[0], r[1]) for r in conn.execute(
+                "SELECT result, total_bytes FROM transit_usage WHERE result = 'happy'")]
+        if rows:
+            return rows
+        time.sleep(0.2)
+    return rows
+
+
+def run_transfer(sender: list[str], receiver: list[str], cwd: Path) -> None:
+    send = subprocess.Popen(sender, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        received = subprocess.run(receiver, capture_output=True, timeout=TIMEOUT, check=False,
+                                  cwd=cwd, input=b"y\n")
+        send_out, _ = send.communicate(timeout=TIMEOUT)
+    finally:
+        if send.poll() is None:
+            send.kill()
+    assert received.returncode == 0, received.stdout + received.stderr
+    assert send.returncode == 0, send_out
+
+
+def test_python_to_python_file_through_relay(
+    database_url: str, tmp_path: Path, transit: ServiceProcess, payload: tuple[Path, str]
+) -> None:
+    path, digest = payload
+    helper = f"tcp:127.0.0.1:{transit.port}"
+    out = tmp_path / "received.bin"
+    with mailbox_process(database_url, tmp_path) as mailbox:
+        url = f"ws://127.0.0.1:{mailbox.port}/v1"
+        code = "8-guitarist-revenge"
+        run_transfer(clients.python_send(url, code, path=str(path), transit=helper),
+                     clients.python_receive(url, code, transit=helper, output=str(out)),
+                     tmp_path)
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == digest
+    rows = relayed_bytes(database_url)
+    assert len(rows) == 1, rows
+    assert rows[0][1] >= SIZE, rows
+
+
+@pytest.mark.skipif(clients.GO_WORMHOLE is None, reason="wormhole-william not installed")
+def test_python_to_go_file_through_relay(
+    database_url: str, tmp_path: Path, transit: ServiceProcess, payload: tuple[Path, str]
+) -> None:
+    path, digest = payload
+    helper = f"tcp:127.0.0.1:{transit.port}"
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    with mailbox_process(database_url, tmp_path) as mailbox:
+        url = f"ws://127.0.0.1:{mailbox.port}/v1"
+        code = "9-guitarist-revenge"
+        assert clients.GO_WORMHOLE is not None
+        run_transfer(clients.python_send(url, code, path=str(path), transit=helper),
+                     [clients.GO_WORMHOLE, "receive", "--relay-url", url, "--hide-progress", code],
+                     inbox)
+    assert hashlib.sha256((inbox / path.name).read_bytes()).hexdigest() == digest
+    rows = relayed_bytes(database_url)
+    assert len(rows) == 1, rows
+    assert rows[0][1] >= SIZE, rows
