@@ -18,7 +18,8 @@ TIMEOUT = 10
 
 
 def mailbox_settings(database_url: str, **overrides: Any) -> MailboxSettings:
-    values: dict[str, Any] = {"database_url": database_url, "host": "127.0.0.1", "port": 0}
+    values: dict[str, Any] = {"database_url": database_url, "host": "127.0.0.1", "port": 0,
+                              "metrics_port": 0}
     values.update(overrides)
     return MailboxSettings(**values)
 

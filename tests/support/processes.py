@@ -69,7 +69,7 @@ def mailbox_process(database_url: str, tmp_path: Path, **env: str) -> Iterator[S
     service = ServiceProcess(
         "wormhole-mailbox",
         {"MAILBOX_DATABASE_URL": database_url, "MAILBOX_HOST": "127.0.0.1",
-         "MAILBOX_PORT": str(port), **env},
+         "MAILBOX_PORT": str(port), "MAILBOX_METRICS_PORT": "0", **env},
         port,
         tmp_path / f"mailbox-{port}.log",
     )

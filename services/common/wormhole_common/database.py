@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -20,6 +21,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Work = Callable[[psycopg.Connection], T]
+# Told each unit of work's duration in seconds and whether it failed with a database error
+# (called in the worker thread; prometheus_client metrics are thread-safe).
+Observer = Callable[[float, bool], None]
 
 
 class DatabaseUnavailable(Exception):
@@ -57,6 +61,7 @@ class Database:
         statement_timeout_ms: int = 10_000,
         connect_timeout_s: int = 5,
         application_name: str = "wormhole-stack",
+        observer: Observer | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("pool size must be at least 1")
@@ -69,6 +74,7 @@ class Database:
         self._lock = threading.Lock()
         self._limiter = trio.CapacityLimiter(size)
         self._closed = False
+        self.observer = observer
 
     def _connect(self) -> psycopg.Connection:
         return psycopg.connect(
@@ -97,6 +103,19 @@ class Database:
         conn.close()
 
     def _run_in_thread(self, work: Work[T], running: _Running) -> T:
+        if self.observer is None:
+            return self._run_connected(work, running)
+        started = time.perf_counter()
+        failed = False
+        try:
+            return self._run_connected(work, running)
+        except psycopg.Error:
+            failed = True
+            raise
+        finally:
+            self.observer(time.perf_counter() - started, failed)
+
+    def _run_connected(self, work: Work[T], running: _Running) -> T:
         conn = self._checkout()
         running.set(conn)
         try:

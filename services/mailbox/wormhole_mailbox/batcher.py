@@ -19,7 +19,7 @@ import trio
 from wormhole_common.database import Database
 
 from wormhole_mailbox.ops import Add, Message, Op, Result
-from wormhole_mailbox.store import Store
+from wormhole_mailbox.store import Records, Store
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,12 @@ class Batcher:
     def __init__(
         self, db: Database, store: Store, *, on_message: Callable[[Add, Message], None],
         max_batch: int = 512, queue_size: int = 10_000,
+        on_usage: Callable[[Records], None] | None = None,
     ) -> None:
         self.db = db
         self.store = store
         self.on_message = on_message
+        self.on_usage = on_usage  # told the usage records of each committed transaction
         self.max_batch = max_batch
         self._send, self._receive = trio.open_memory_channel[_Pending](queue_size)
         self.batches = 0
@@ -69,12 +71,15 @@ class Batcher:
             await self._execute(batch)
 
     async def _execute(self, batch: list[_Pending]) -> None:
+        records: Records = []
         try:
             ops = [p.op for p in batch]
-            results = await self.db.run(lambda conn: self.store.execute_many(conn, ops))
+            results = await self.db.run(lambda conn: self._many(conn, ops, records))
         except Exception as exc:
             log.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
             results = None
+        else:
+            self._committed(records)
         if results is None:
             for pending in batch:
                 await self._execute_alone(pending)
@@ -91,11 +96,22 @@ class Batcher:
 
     async def _execute_alone(self, pending: _Pending) -> None:
         op = pending.op
+        records: Records = []
         try:
-            pending.result = await self.db.run(lambda conn: self.store.execute(conn, op))
+            pending.result = await self.db.run(lambda conn: self._many(conn, [op], records)[0])
         except (psycopg.Error, Exception) as exc:
             log.exception("op %s failed", type(op).__name__)
             pending.failure = str(exc) or type(exc).__name__
+        else:
+            self._committed(records)
+
+    def _many(self, conn: psycopg.Connection, ops: list[Op], records: Records) -> list[Result]:
+        records.clear()  # only the attempt that commits counts
+        return self.store.execute_many(conn, ops, records)
+
+    def _committed(self, records: Records) -> None:
+        if self.on_usage is not None and records:
+            self.on_usage(records)
 
     @property
     def mean_batch(self) -> float:

@@ -22,6 +22,7 @@ from trio_websocket import (
     wrap_server_stream,
 )
 from wormhole_common.database import Database
+from wormhole_common.observability import MetricsEndpoint
 from wsproto.events import TextMessage
 
 from wormhole_mailbox import hashcash
@@ -29,6 +30,7 @@ from wormhole_mailbox.addresses import peer_address
 from wormhole_mailbox.batcher import Batcher, StoreFailed
 from wormhole_mailbox.front import ReplayStream, is_upgrade, plain_response, read_head
 from wormhole_mailbox.hub import Hub, Key, Subscriber
+from wormhole_mailbox.metrics import MailboxMetrics
 from wormhole_mailbox.ops import Add, Close, ListNameplates, Message, Open, Refused
 from wormhole_mailbox.session import Frame, Session, Step, WelcomeConfig, error_frame
 from wormhole_mailbox.settings import MailboxSettings
@@ -79,12 +81,15 @@ class Connection:
     ws: WebSocketConnection
     session: Session
     outbound: trio.MemorySendChannel[Frame]
+    metrics: MailboxMetrics
     subscription: tuple[Key, Subscriber] | None = None
     overflowed: bool = False
     drained: trio.Event = field(default_factory=trio.Event)  # the writer has finished
     settled: trio.Event = field(default_factory=_set_event)  # no command is half-answered
 
     def send(self, frame: Frame) -> None:
+        if frame["type"] == "error":
+            self.metrics.error(frame.get("error"))
         try:
             self.outbound.send_nowait(frame)
         except trio.WouldBlock:
@@ -102,9 +107,13 @@ class MailboxServer:
     def __init__(self, settings: MailboxSettings, db: Database) -> None:
         self.settings = settings
         self.db = db
+        self.metrics = MailboxMetrics()
+        if db.observer is None:
+            db.observer = self.metrics.database
         self.hub = Hub()
         self.store = Store(blur_seconds=settings.blur_usage_seconds)
-        self.batcher = Batcher(db, self.store, on_message=self._publish)
+        self.batcher = Batcher(db, self.store, on_message=self._publish,
+                               on_usage=self.metrics.usage)
         self.welcome_config = WelcomeConfig(
             motd=settings.motd,
             advertise_version=settings.advertise_version,
@@ -116,6 +125,9 @@ class MailboxServer:
         self.server_id = secrets.token_hex(8)
         self.rebooted = time.time()
         self.port: int | None = None
+        self.metrics.watch_connections(lambda: len(self.connections))
+        self.endpoint = MetricsEndpoint(
+            self.metrics.registry, ready=self._ready, refresh=self._refresh_gauges)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -124,6 +136,9 @@ class MailboxServer:
         task_status: trio.TaskStatus[MailboxServer] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         async with trio.open_nursery() as background:
+            if self.settings.metrics_port:
+                await background.start(
+                    self.endpoint.serve, self.settings.metrics_host, self.settings.metrics_port)
             background.start_soon(self.batcher.run)
             background.start_soon(self._prune_loop)
             async with trio.open_nursery() as handlers:
@@ -147,6 +162,7 @@ class MailboxServer:
                 task_status.started(self)
                 await stop.wait()
                 log.info("stopping: closing %d connections", len(self.connections))
+                self.port = None  # not ready any more
                 accepting.cancel()
                 for listener in listeners:
                     await listener.aclose()
@@ -158,18 +174,38 @@ class MailboxServer:
             background.cancel_scope.cancel()
         log.info("mailbox stopped")
 
+    async def _ready(self) -> bool:
+        """Listening, and the database answers."""
+        if self.port is None:
+            return False
+        await self.db.ping()
+        return True
+
+    async def _refresh_gauges(self) -> None:
+        def count(conn: Any) -> Any:
+            return conn.execute(
+                "SELECT (SELECT count(*) FROM nameplates), (SELECT count(*) FROM mailboxes)"
+            ).fetchone()
+
+        nameplates, mailboxes = await self.db.run(count)
+        self.metrics.nameplates_in_use.set(nameplates)
+        self.metrics.mailboxes_in_use.set(mailboxes)
+
     # -- connections ---------------------------------------------------------------------------
 
     async def _serve_stream(self, stream: trio.SocketStream) -> None:
         """One TCP connection: a WebSocket on /v1, or a plain HTTP request."""
         head: bytes | None = None
         try:
-            with trio.move_on_after(HANDSHAKE_SECONDS):
+            with trio.move_on_after(HANDSHAKE_SECONDS) as handshake:
                 head = await read_head(stream)
                 if head is not None and not is_upgrade(head):
+                    self.metrics.connections["http"].inc()
                     await stream.send_all(plain_response(head))
                     head = None
             if head is None:
+                if handshake.cancelled_caught:
+                    self.metrics.dropped["handshake_timeout"].inc()
                 await stream.aclose()
                 return
             async with trio.open_nursery() as nursery:
@@ -178,7 +214,9 @@ class MailboxServer:
                     request = await wrap_server_stream(
                         nursery, ReplayStream(stream, head), max_message_size=MAX_MESSAGE_BYTES
                     )
-                if request is not None:
+                if request is None:
+                    self.metrics.dropped["handshake_timeout"].inc()
+                else:
                     host, port = stream.socket.getpeername()[:2]
                     await self._handle(request, Peer(str(host), int(port)))
                 nursery.cancel_scope.cancel()
@@ -199,6 +237,7 @@ class MailboxServer:
             await request.reject(404, body=b"Not Found\n")
             return
         ws = await request.accept(extra_headers=[(b"Server", SERVER_HEADER)])
+        self.metrics.connections["websocket"].inc()
         try:
             await self._converse(request, ws, peer)
         finally:
@@ -213,7 +252,7 @@ class MailboxServer:
         )
         session = Session(self.welcome_config, spent=self.spent_stamps)
         send, receive = trio.open_memory_channel[Frame](OUTBOUND_QUEUE)
-        conn = Connection(ws, session, send)
+        conn = Connection(ws, session, send, self.metrics)
         conn.send(session.welcome(address))
         self.connections.add(conn)
         try:
@@ -259,6 +298,7 @@ class MailboxServer:
             except ConnectionClosed:
                 return
             if scope.cancelled_caught:
+                self.metrics.dropped["ping_timeout"].inc()
                 await ws.aclose(1001, "ping timeout")
                 return
 
@@ -270,9 +310,13 @@ class MailboxServer:
                 return
             log.debug("received %.200r", raw)
             step = conn.session.receive(raw, time.time())
+            self.metrics.command(step.orig.get("type") if step.orig is not None else None)
+            if isinstance(step.op, Close):
+                self.metrics.client_mood(step.op.mood)
             for reply in step.replies:
                 conn.send(reply)
             if step.close:
+                self.metrics.dropped["permission_denied"].inc()
                 await self._finish_writes_and_close(conn, 1008, "permission denied")
                 return
             if step.op is not None:
@@ -281,10 +325,12 @@ class MailboxServer:
                     await self._perform(conn, step)
                 except StoreFailed:
                     conn.send(error_frame("internal server error", step.orig))
+                    self.metrics.dropped["database"].inc()
                     await self._finish_writes_and_close(conn, 1011, "database unavailable")
                     return
                 finally:
                     conn.settled.set()
+        self.metrics.dropped["too_slow"].inc()
         await conn.ws.aclose(1008, "too slow to read")
 
     async def _finish_writes_and_close(self, conn: Connection, code: int, reason: str) -> None:
@@ -334,6 +380,7 @@ class MailboxServer:
             conn.subscription = None
 
     def _publish(self, op: Add, message: Message) -> None:
+        self.metrics.messages.inc()
         self.hub.publish((op.app, op.mailbox), message)
 
     # -- pruning -------------------------------------------------------------------------------
@@ -351,7 +398,15 @@ class MailboxServer:
             )
             return report
 
-        report = await self.db.run(work)
+        try:
+            report = await self.db.run(work)
+        except Exception:
+            self.metrics.prune_runs["failed"].inc()
+            raise
+        self.metrics.prune_runs["ran" if report.ran else "skipped"].inc()
+        self.metrics.pruned["nameplates"].inc(report.nameplates)
+        self.metrics.pruned["mailboxes"].inc(report.mailboxes)
+        self.metrics.usage(report.records)
         if report.mailboxes or report.nameplates:
             log.info("pruned %d mailboxes, %d nameplates", report.mailboxes, report.nameplates)
         return report

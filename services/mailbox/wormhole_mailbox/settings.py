@@ -36,6 +36,8 @@ class MailboxSettings(ServiceSettings):
     websocket_ping_interval_seconds: float = Field(default=60, gt=0)
     websocket_ping_timeout_seconds: float = Field(default=600, gt=0)
     shutdown_grace_seconds: float = Field(default=3, ge=0)
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(default=9410, ge=0, le=65535)  # 0: no metrics endpoint
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("trusted_proxies", mode="before")

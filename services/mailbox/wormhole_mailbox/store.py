@@ -44,6 +44,8 @@ MESSAGES_SQL = (
 Query = tuple[str, tuple[Any, ...]]
 # An op's work: yields queries, receives each one's rows, returns the op's result.
 Plan = Generator[Query, list[tuple[Any, ...]], Result]
+# Usage records written by a unit of work; counted as metrics once it has committed.
+Records = list[usage.NameplateUsage | usage.MailboxUsage]
 
 
 def new_mailbox_id() -> str:
@@ -57,6 +59,7 @@ class PruneReport:
     nameplates: int
     mailboxes: int
     ran: bool  # False when another process holds the pruning lock
+    records: tuple[usage.NameplateUsage | usage.MailboxUsage, ...] = ()
 
 
 class Store:
@@ -68,19 +71,21 @@ class Store:
         """Run one op on its own (the batch path is `execute_many`)."""
         return self.execute_many(conn, [op])[0]
 
-    def execute_many(self, conn: psycopg.Connection, ops: list[Op]) -> list[Result]:
+    def execute_many(
+        self, conn: psycopg.Connection, ops: list[Op], records: Records | None = None,
+    ) -> list[Result]:
         """Run many ops in the caller's transaction, in few round trips.
 
         Each op is a plan that yields one query at a time; every round sends the next query of
         all unfinished plans in one pipeline, so a batch costs as many round trips as its
         longest plan (two or three), not one per statement. Plans never touch the same rows in
         an order that matters within a round except through row locks, which PostgreSQL
-        serialises in pipeline order.
+        serialises in pipeline order. Usage records written are appended to `records`.
         """
         # Allocations in one batch read the nameplate list in the same round, before any of
         # them has claimed: names chosen earlier in the batch count as taken.
         chosen: dict[str, set[str]] = {}
-        plans = [self._plan(op, chosen) for op in ops]
+        plans = [self._plan(op, chosen, records) for op in ops]
         results: list[Result] = [None] * len(plans)
         pending: dict[int, Query] = {}
         for i in range(len(plans)):
@@ -104,7 +109,7 @@ class Store:
         except StopIteration as done:
             results[i] = done.value
 
-    def _plan(self, op: Op, chosen: dict[str, set[str]]) -> Plan:
+    def _plan(self, op: Op, chosen: dict[str, set[str]], records: Records | None) -> Plan:
         match op:
             case Bind():
                 return self._bind(op)
@@ -115,13 +120,13 @@ class Store:
             case Claim():
                 return self._claim(op.app, op.nameplate, op.side, op.now)
             case Release():
-                return self._release(op)
+                return self._release(op, records)
             case Open():
                 return self._open(op)
             case Add():
                 return self._add(op)
             case Close():
-                return self._close(op)
+                return self._close(op, records)
         raise TypeError(f"unknown op {op!r}")
 
     # -- commands (plans) ----------------------------------------------------------------------
@@ -162,11 +167,11 @@ class Store:
         mailbox, error = rows[0]
         return Refused(error) if error else str(mailbox)
 
-    def _release(self, op: Release) -> Plan:
+    def _release(self, op: Release, records: Records | None) -> Plan:
         rows = yield ("SELECT mb_release(%s, %s, %s)", (op.app, op.nameplate, op.side))
         summary = rows[0][0] if rows else None
         if summary is not None:
-            yield self._nameplate_record(op.app, summary, op.now, pruned=False)
+            yield self._nameplate_record(op.app, summary, op.now, pruned=False, records=records)
         return None
 
     @staticmethod
@@ -189,7 +194,7 @@ class Store:
             return Refused("mailbox is gone")
         return Message(rows[0][0], op.side, op.phase, op.body, op.server_rx, op.msg_id)
 
-    def _close(self, op: Close) -> Plan:
+    def _close(self, op: Close, records: Records | None) -> Plan:
         rows = yield (
             "SELECT error, retired FROM mb_close(%s, %s, %s, %s, %s, %s)",
             (op.app, op.mailbox, op.side, op.mood, op.now, op.implicit_open),
@@ -198,7 +203,7 @@ class Store:
         if error:
             return Refused(error)
         if retired is not None:
-            yield self._mailbox_record(op.app, retired, op.now, pruned=False)
+            yield self._mailbox_record(op.app, retired, op.now, pruned=False, records=records)
         return None
 
     @staticmethod
@@ -209,12 +214,15 @@ class Store:
     # -- usage ---------------------------------------------------------------------------------
 
     def _nameplate_record(
-        self, app: str, summary: dict[str, Any], now: float, *, pruned: bool
+        self, app: str, summary: dict[str, Any], now: float, *, pruned: bool,
+        records: Records | None = None,
     ) -> Query:
         record = usage.nameplate_usage(
             app, summary["added"] or [now], now, pruned=pruned,
             crowded=bool(summary.get("crowded")), blur_seconds=self.blur_seconds,
         )
+        if records is not None:
+            records.append(record)
         return (
             "INSERT INTO usage_nameplates (app_id, started, waiting_time, total_time, result)"
             " VALUES (%s, %s, %s, %s, %s)",
@@ -222,7 +230,8 @@ class Store:
         )
 
     def _mailbox_record(
-        self, app: str, summary: dict[str, Any], now: float, *, pruned: bool
+        self, app: str, summary: dict[str, Any], now: float, *, pruned: bool,
+        records: Records | None = None,
     ) -> Query:
         added = [t for t in (summary.get("added") or []) if t is not None]
         moods = summary.get("moods") or []
@@ -231,6 +240,8 @@ class Store:
             moods=moods[: len(added)], now=now, pruned=pruned,
             crowded=bool(summary.get("crowded")), blur_seconds=self.blur_seconds,
         )
+        if records is not None:
+            records.append(record)
         return (
             "INSERT INTO usage_mailboxes"
             " (app_id, for_nameplate, started, waiting_time, total_time, result)"
@@ -266,6 +277,7 @@ class Store:
             "SELECT app_id, id FROM mailboxes WHERE updated <= %s FOR UPDATE SKIP LOCKED", (cutoff,)
         ).fetchall()
         nameplates = 0
+        records: Records = []
         for app, mailbox in old:
             plates = conn.execute(
                 "SELECT n.name, n.crowded, array_agg(s.added) FILTER (WHERE s.added IS NOT NULL)"
@@ -276,13 +288,15 @@ class Store:
             ).fetchall()
             for _name, crowded, added in plates:
                 conn.execute(*self._nameplate_record(
-                    app, {"added": added or [], "crowded": crowded}, now, pruned=True
+                    app, {"added": added or [], "crowded": crowded}, now, pruned=True,
+                    records=records,
                 ))
                 nameplates += 1
             summary = conn.execute("SELECT mb_retire_mailbox(%s, %s)", (app, mailbox)).fetchone()
             if summary and summary[0] is not None:
-                conn.execute(*self._mailbox_record(app, summary[0], now, pruned=True))
-        return PruneReport(touched, nameplates, len(old), ran=True)
+                conn.execute(*self._mailbox_record(
+                    app, summary[0], now, pruned=True, records=records))
+        return PruneReport(touched, nameplates, len(old), ran=True, records=tuple(records))
 
     @staticmethod
     def write_current(
