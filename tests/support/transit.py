@@ -34,7 +34,8 @@ def line(tok: bytes, sid: bytes | None = None) -> bytes:
 
 def transit_settings(database_url: str | None, **overrides: Any) -> TransitSettings:
     values: dict[str, Any] = {"database_url": database_url, "host": "127.0.0.1", "port": 0,
-                              "websocket_port": 0, "shutdown_grace_seconds": 1}
+                              "websocket_port": 0, "shutdown_grace_seconds": 1,
+                              "metrics_port": 0}
     values.update(overrides)
     return TransitSettings(**values)
 

@@ -19,6 +19,7 @@ from typing import Literal
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
+from wormhole_common.observability import MetricsEndpoint
 
 from wormhole_transit.handshake import (
     BAD_HANDSHAKE,
@@ -31,6 +32,7 @@ from wormhole_transit.handshake import (
     Rejected,
     parse_message,
 )
+from wormhole_transit.metrics import TransitMetrics
 from wormhole_transit.pairing import Mood, Paired, PairingTable, pair_usage, single_usage
 from wormhole_transit.relay import (
     Endpoint,
@@ -83,6 +85,10 @@ class TransitServer:
         self.rebooted = time.time()
         self.port: int | None = None
         self.websocket_port: int | None = None
+        self.metrics = TransitMetrics(self)
+        if recorder.db is not None and recorder.db.observer is None:
+            recorder.db.observer = self.metrics.database
+        self.endpoint = MetricsEndpoint(self.metrics.registry, ready=self._ready)
 
     # -- observation ---------------------------------------------------------------------------
 
@@ -97,6 +103,14 @@ class TransitServer:
             waiting=self.table.waiting_tokens,
             incomplete_bytes=sum(p.total_bytes for p in self.pairs),
         )
+
+    async def _ready(self) -> bool:
+        """Listening, and the database answers (when there is one)."""
+        if self.port is None:
+            return False
+        if self.recorder.db is not None:
+            await self.recorder.db.ping()
+        return True
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -125,6 +139,8 @@ class TransitServer:
     ) -> None:
         s = self.settings
         async with trio.open_nursery() as background:
+            if s.metrics_port:
+                await background.start(self.endpoint.serve, s.metrics_host, s.metrics_port)
             background.start_soon(self.recorder.run)
             background.start_soon(self._current_loop)
             async with trio.open_nursery() as handlers:
@@ -137,6 +153,7 @@ class TransitServer:
                     log.info("transit relay listening on %s:%s (TCP)%s", s.host, self.port, ws)
                     task_status.started(self)
                     await stop.wait()
+                    self.port = None  # not ready any more
                     acceptors.cancel_scope.cancel()
                 for listener in listeners + ws_listeners:
                     await listener.aclose()
@@ -205,6 +222,7 @@ class TransitServer:
             if self._all_closed.is_set():
                 self._all_closed = trio.Event()
             self.per_ip[ip] += 1
+            self.metrics.connections[kind].inc()
             handlers.start_soon(self._handle, conn, stream)
 
     def _refusal(self, ip: str) -> str | None:
@@ -387,6 +405,8 @@ class TransitServer:
         a, b = first.endpoint, second.endpoint
         stats = PairStats()
         self.pairs.add(stats)
+        paired = time.time()
+        self.metrics.waiting.observe(max(second.started - first.started, 0.0))
         try:
             await first.released.wait()
             await b.send(OK)
@@ -402,6 +422,8 @@ class TransitServer:
             pass
         finally:
             self.pairs.discard(stats)
+            self.metrics.finished_bytes += stats.total_bytes
+            self.metrics.pair_duration.observe(max(time.time() - paired, 0.0))
             self.moods[Mood.HAPPY] += 1
             self.recorder.record(pair_usage(
                 first.started, second.started, time.time(), stats.total_bytes,

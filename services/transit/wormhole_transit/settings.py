@@ -26,6 +26,8 @@ class TransitSettings(ServiceSettings):
     max_connections: int = Field(default=20_000, ge=1)
     max_connections_per_ip: int = Field(default=500, ge=1)
     shutdown_grace_seconds: float = Field(default=10, ge=0)
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(default=9411, ge=0, le=65535)  # 0: no metrics endpoint
     current_interval_seconds: float = Field(default=300, gt=0)
     usage_queue_size: int = Field(default=10_000, ge=1)
     usage_log: bool = True  # one JSON line per usage record on the log
