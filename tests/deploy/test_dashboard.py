@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from itertools import combinations
 from typing import Any
@@ -91,3 +92,31 @@ def test_prometheus_scrapes_both_services_by_compose_name() -> None:
     targets = {job["job_name"]: job["static_configs"][0]["targets"]
                for job in config["scrape_configs"]}
     assert targets == {"mailbox": ["mailbox:9410"], "transit": ["transit:9411"]}
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda o: o.to_json()))
+
+
+def _lost_or_changed(before: Any, after: Any, path: str = "") -> list[str]:
+    if isinstance(before, dict) and isinstance(after, dict):
+        problems = [f"lost {path}/{k}" for k in before if k not in after]
+        for key in before.keys() & after.keys():
+            problems += _lost_or_changed(before[key], after[key], f"{path}/{key}")
+        return problems
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [p for i, (a, b) in enumerate(zip(before, after, strict=True))
+                for p in _lost_or_changed(a, b, f"{path}[{i}]")]
+    return [] if before == after else [f"changed {path}: {before!r} -> {after!r}"]
+
+
+def test_grafana_foundation_sdk_round_trips_the_dashboard() -> None:
+    sdk = pytest.importorskip("grafana_foundation_sdk")
+    from grafana_foundation_sdk.cog.plugins import register_default_plugins  # noqa: PLC0415
+    from grafana_foundation_sdk.models.dashboard import Dashboard  # noqa: PLC0415
+
+    assert sdk is not None
+    register_default_plugins()  # panel and query types: timeseries, stat, prometheus
+    source = dashboard()
+    again = _plain(Dashboard.from_json(source).to_json())
+    assert _lost_or_changed(source, again) == []
