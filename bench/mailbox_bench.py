@@ -71,7 +71,8 @@ def bench_ours(pairs: int, seconds: float, state: Path) -> dict[str, float]:
     try:
         port = free_port()
         env = {**os.environ, "MAILBOX_DATABASE_URL": cluster.url, "MAILBOX_HOST": "127.0.0.1",
-               "MAILBOX_PORT": str(port), "MAILBOX_LOG_LEVEL": "WARNING"}
+               "MAILBOX_PORT": str(port), "MAILBOX_LOG_LEVEL": "WARNING",
+               "MAILBOX_METRICS_PORT": "0"}
         with (state / "ours.log").open("w") as log:
             server = subprocess.Popen([str(Path(sys.executable).parent / "wormhole-mailbox")],
                                       env=env, stdout=log, stderr=subprocess.STDOUT)

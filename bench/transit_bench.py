@@ -121,7 +121,8 @@ def server(cmd: list[str], port: int, env: dict[str, str] | None = None,
 
 def ours_cmd(port: int, database_url: str | None = None) -> tuple[list[str], dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRANSIT_")}
-    env.update(TRANSIT_HOST="127.0.0.1", TRANSIT_PORT=str(port), TRANSIT_LOG_LEVEL="WARNING",
+    env.update(TRANSIT_HOST="127.0.0.1", TRANSIT_PORT=str(port), TRANSIT_METRICS_PORT="0",
+               TRANSIT_LOG_LEVEL="WARNING",
                TRANSIT_MAX_CONNECTIONS="100000", TRANSIT_MAX_CONNECTIONS_PER_IP="100000",
                TRANSIT_USAGE_LOG="false", TRANSIT_SHUTDOWN_GRACE_SECONDS="1")
     if database_url:

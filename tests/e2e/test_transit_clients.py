@@ -29,7 +29,7 @@ def transit(database_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
     service = ServiceProcess(
         "wormhole-transit",
         {"TRANSIT_DATABASE_URL": database_url, "TRANSIT_HOST": "127.0.0.1",
-         "TRANSIT_PORT": str(port)},
+         "TRANSIT_PORT": str(port), "TRANSIT_METRICS_PORT": "0"},
         port,
         tmp_path / "transit.log",
     )

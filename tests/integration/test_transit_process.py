@@ -56,7 +56,8 @@ async def wait_not_listening(port: int) -> None:
 async def test_sigterm_lets_pairs_finish_records_usage_and_exits_zero(database_url: str) -> None:
     port = free_port()
     env = clean_env(TRANSIT_DATABASE_URL=database_url, TRANSIT_HOST="127.0.0.1",
-                    TRANSIT_PORT=str(port), TRANSIT_SHUTDOWN_GRACE_SECONDS="10")
+                    TRANSIT_PORT=str(port), TRANSIT_METRICS_PORT="0",
+                    TRANSIT_SHUTDOWN_GRACE_SECONDS="10")
     with trio.fail_after(LIMIT):
         async with trio.open_nursery() as nursery:
             proc: trio.Process = await nursery.start(functools.partial(

@@ -38,7 +38,8 @@ def main() -> int:
     except* DatabaseUnavailable as group:
         log.error("cannot use the database (MAILBOX_DATABASE_URL): %s", group.exceptions[0])
     except* OSError as group:
-        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, group.exceptions[0])
+        log.error("cannot listen (MAILBOX_PORT %s, MAILBOX_METRICS_PORT %s): %s",
+                  settings.port, settings.metrics_port, group.exceptions[0])
     return 1
 
 

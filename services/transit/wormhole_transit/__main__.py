@@ -58,7 +58,8 @@ def main() -> int:
     try:
         return run_service(service)
     except OSError as exc:
-        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
+        log.error("cannot listen (TRANSIT_PORT %s, TRANSIT_METRICS_PORT %s): %s",
+                  settings.port, settings.metrics_port, exc)
         return 1
 
 
