@@ -19,11 +19,12 @@ import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from wormhole_common.http import read_head, response
+
 log = logging.getLogger(__name__)
 
 REQUEST_SECONDS = 5  # to send the request head
 CHECK_SECONDS = 3  # a readiness check or refresh that takes longer fails
-MAX_HEAD = 8192
 
 ReadyCheck = Callable[[], Awaitable[bool]]
 Refresh = Callable[[], Awaitable[None]]
@@ -97,7 +98,7 @@ class MetricsEndpoint:
     async def _handle(self, stream: trio.SocketStream) -> None:
         try:
             with trio.move_on_after(REQUEST_SECONDS):
-                head = await _read_head(stream)
+                head = await read_head(stream)
                 if head is None:
                     return
                 await stream.send_all(await self.respond(head))
@@ -111,22 +112,22 @@ class MetricsEndpoint:
         try:
             method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
         except ValueError:
-            return _response(400, b"bad request\n")
+            return response(400, b"bad request\n")
         path = target.split("?", 1)[0]
         if method not in ("GET", "HEAD"):
-            return _response(405, b"method not allowed\n")
+            return response(405, b"method not allowed\n")
         if path == "/metrics":
             if self.refresh is not None:
                 await self._refresh()
             body = generate_latest(self.registry)
-            return _response(200, body, CONTENT_TYPE_LATEST, head_only=method == "HEAD")
+            return response(200, body, CONTENT_TYPE_LATEST, head_only=method == "HEAD")
         if path == "/healthz":
-            return _response(200, b"ok\n", head_only=method == "HEAD")
+            return response(200, b"ok\n", head_only=method == "HEAD")
         if path == "/readyz":
             ok = await self._ready()
-            return _response(200 if ok else 503, b"ready\n" if ok else b"not ready\n",
+            return response(200 if ok else 503, b"ready\n" if ok else b"not ready\n",
                              head_only=method == "HEAD")
-        return _response(404, b"not found\n")
+        return response(404, b"not found\n")
 
     async def _ready(self) -> bool:
         try:
@@ -144,28 +145,3 @@ class MetricsEndpoint:
                 await self.refresh()
         except Exception as exc:
             log.warning("could not refresh metrics (%.2fs): %s", time.monotonic() - started, exc)
-
-
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            503: "Service Unavailable"}
-
-
-def _response(status: int, body: bytes, content_type: str = "text/plain; charset=utf-8", *,
-              head_only: bool = False) -> bytes:
-    head = (
-        f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    ).encode("latin-1")
-    return head if head_only else head + body
-
-
-async def _read_head(stream: trio.SocketStream) -> bytes | None:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        if len(data) > MAX_HEAD:
-            return None
-        chunk = await stream.receive_some(4096)
-        if not chunk:
-            return None
-        data += chunk
-    return data

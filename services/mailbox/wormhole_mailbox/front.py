@@ -8,8 +8,8 @@ request head is read here first and replayed to it through `ReplayStream`.
 from __future__ import annotations
 
 import trio
+from wormhole_common.http import request_line, response
 
-MAX_HEAD_BYTES = 16 * 1024
 LIVENESS_BODY = b"Wormhole Relay\n"
 
 
@@ -36,19 +36,6 @@ class ReplayStream(trio.abc.Stream):
         await self._stream.aclose()
 
 
-async def read_head(stream: trio.abc.Stream) -> bytes | None:
-    """Bytes up to and including the end of the request head; None if it never ends."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        if len(data) > MAX_HEAD_BYTES:
-            return None
-        chunk = await stream.receive_some(4096)
-        if not chunk:
-            return None
-        data += chunk
-    return data
-
-
 def is_upgrade(head: bytes) -> bool:
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
@@ -59,19 +46,10 @@ def is_upgrade(head: bytes) -> bool:
 
 def plain_response(head: bytes) -> bytes:
     """The whole answer to a request that is not a WebSocket upgrade."""
-    request_line = head.split(b"\r\n", 1)[0].split()
-    method, path = [*request_line, b"", b""][:2]
-    if method in (b"GET", b"HEAD") and path == b"/":
-        status, body = b"200 OK", LIVENESS_BODY
-    elif path.rstrip(b"/") == b"/v1":
-        status, body = b"426 Upgrade Required", b"WebSocket endpoint\n"
-    else:
-        status, body = b"404 Not Found", b"Not Found\n"
-    head_lines = [
-        b"HTTP/1.1 " + status,
-        b"Content-Type: text/plain; charset=utf-8",
-        b"Content-Length: " + str(len(body)).encode(),
-        b"Connection: close",
-    ]
-    payload = body if method != b"HEAD" else b""
-    return b"\r\n".join(head_lines) + b"\r\n\r\n" + payload
+    method, path = request_line(head)
+    head_only = method == "HEAD"
+    if method in ("GET", "HEAD") and path == "/":
+        return response(200, LIVENESS_BODY, head_only=head_only)
+    if path.rstrip("/") == "/v1":
+        return response(426, b"WebSocket endpoint\n", head_only=head_only)
+    return response(404, b"Not Found\n", head_only=head_only)

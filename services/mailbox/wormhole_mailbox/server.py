@@ -22,13 +22,14 @@ from trio_websocket import (
     wrap_server_stream,
 )
 from wormhole_common.database import Database
+from wormhole_common.http import read_head
 from wormhole_common.observability import MetricsEndpoint
 from wsproto.events import TextMessage
 
 from wormhole_mailbox import hashcash
 from wormhole_mailbox.addresses import peer_address
 from wormhole_mailbox.batcher import Batcher, StoreFailed
-from wormhole_mailbox.front import ReplayStream, is_upgrade, plain_response, read_head
+from wormhole_mailbox.front import ReplayStream, is_upgrade, plain_response
 from wormhole_mailbox.hub import Hub, Key, Subscriber
 from wormhole_mailbox.metrics import MailboxMetrics
 from wormhole_mailbox.ops import Add, Close, ListNameplates, Message, Open, Refused
