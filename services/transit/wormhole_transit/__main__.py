@@ -42,8 +42,9 @@ def main() -> int:
 
     async def service(stop: trio.Event) -> None:
         db = None
-        if settings.database_url:
-            db = Database(settings.database_url, size=settings.database_pool_size,
+        url = settings.connection_string()
+        if url:
+            db = Database(url, size=settings.database_pool_size,
                           application_name="wormhole-transit")
         else:
             log.warning("TRANSIT_DATABASE_URL is not set: relaying without recording usage")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from psycopg.conninfo import make_conninfo
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 from wormhole_common.settings import ServiceSettings
@@ -11,9 +12,10 @@ from wormhole_common.settings import ServiceSettings
 
 class TransitSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="TRANSIT_", extra="ignore")
-    secret_fields = ("database_url",)
+    secret_fields = ("database_url", "database_password")
 
     database_url: str | None = None  # unset: relay, but record nothing
+    database_password: str | None = None
     database_pool_size: int = Field(default=2, ge=1, le=64)
     host: str = "0.0.0.0"
     port: int = Field(default=4001, ge=0, le=65535)
@@ -33,7 +35,8 @@ class TransitSettings(ServiceSettings):
     usage_log: bool = True  # one JSON line per usage record on the log
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    @field_validator("database_url", "websocket_port", "blur_usage_seconds", mode="before")
+    @field_validator("database_url", "database_password", "websocket_port", "blur_usage_seconds",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -52,3 +55,9 @@ class TransitSettings(ServiceSettings):
                 " or a key=value connection string"
             )
         return self
+
+    def connection_string(self) -> str | None:
+        """The database URL with the password from its own variable or file, if given."""
+        if self.database_url is None or not self.database_password:
+            return self.database_url
+        return make_conninfo(self.database_url, password=self.database_password)
