@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 import psycopg
@@ -170,3 +170,50 @@ class Database:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+
+class Listener:
+    """A dedicated connection for LISTEN, awaited with `wait_readable` (no thread needed).
+
+    If the connection drops, `batches` raises `DatabaseUnavailable`; the caller reconnects
+    and catches up from the tables, since notifications sent meanwhile are gone.
+    """
+
+    def __init__(self, url: str, channel: str) -> None:
+        if not channel.isidentifier():
+            raise ValueError(f"bad channel name {channel!r}")
+        self.url = url
+        self.channel = channel
+        self._conn: psycopg.Connection | None = None
+
+    def _connect(self) -> psycopg.Connection:
+        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+        conn.execute(f"LISTEN {self.channel}")
+        return conn
+
+    async def __aenter__(self) -> Listener:
+        try:
+            self._conn = await trio.to_thread.run_sync(self._connect)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(str(exc).strip()) from exc
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def batches(self) -> AsyncIterator[list[psycopg.Notify]]:
+        """Every notification, as they come, a socket read's worth at a time."""
+        assert self._conn is not None, "use `async with`"
+        conn = self._conn
+        while True:
+            await trio.lowlevel.wait_readable(conn.fileno())
+            try:
+                batch = list(conn.notifies(timeout=0))
+            except psycopg.OperationalError as exc:
+                raise DatabaseUnavailable(str(exc).strip()) from exc
+            if conn.closed or conn.broken:
+                raise DatabaseUnavailable("listening connection lost")
+            if batch:
+                yield batch

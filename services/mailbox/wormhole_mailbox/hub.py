@@ -1,14 +1,16 @@
 """Who is subscribed to which mailbox in this process, and live delivery to them.
 
-A subscriber that is still replaying buffers live messages; once the replay is written it
-keeps only those newer than the last replayed one, so nothing is lost or repeated across the
-boundary (spec 4.5).
+Messages arrive from this process's own commits and, through LISTEN/NOTIFY, from other
+processes, in no guaranteed order between the two. A subscriber that is still replaying holds
+live messages; afterwards it delivers each message it has not yet delivered, by storage
+sequence number, so nothing is lost or repeated across the replay boundary (spec 4.5) or
+between the two paths.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from wormhole_mailbox.ops import Message
 
@@ -20,21 +22,21 @@ class Subscriber:
         self._deliver = deliver
         self._replaying = True
         self._held: list[Message] = []
-        self._floor = 0
+        self._delivered: set[int] = set()
 
     def offer(self, message: Message) -> None:
         if self._replaying:
             self._held.append(message)
-        elif message.seq > self._floor:
-            self._floor = message.seq
+        elif message.seq not in self._delivered:
+            self._delivered.add(message.seq)
             self._deliver(message)
 
-    def replayed(self, last_seq: int) -> None:
-        """The replay up to `last_seq` is written; release what arrived meanwhile."""
+    def replayed(self, seqs: Iterable[int]) -> None:
+        """The replay of `seqs` is written; release what arrived meanwhile."""
         self._replaying = False
-        self._floor = last_seq
+        self._delivered.update(seqs)
         held, self._held = self._held, []
-        for message in held:
+        for message in sorted(held, key=lambda m: m.seq):
             self.offer(message)
 
 
@@ -56,6 +58,9 @@ class Hub:
     def publish(self, key: Key, message: Message) -> None:
         for subscriber in list(self._subscribers.get(key, ())):
             subscriber.offer(message)
+
+    def is_subscribed(self, key: Key) -> bool:
+        return key in self._subscribers
 
     def subscribed_mailboxes(self) -> list[Key]:
         return list(self._subscribers)

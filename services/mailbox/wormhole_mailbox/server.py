@@ -21,7 +21,7 @@ from trio_websocket import (
     WebSocketRequest,
     wrap_server_stream,
 )
-from wormhole_common.database import Database
+from wormhole_common.database import Database, DatabaseUnavailable, Listener
 from wormhole_common.http import read_head
 from wormhole_common.observability import MetricsEndpoint
 from wsproto.events import TextMessage
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 SERVER_HEADER = b"Magic Wormhole Mailbox (wormhole-stack)"
 OUTBOUND_QUEUE = 4096  # frames waiting for one slow client before it is dropped
 MAX_MESSAGE_BYTES = 1 << 20
+NOTIFY_CHANNEL = "wormhole_mailbox_messages"  # see migrations/0002_notify_messages.sql
 HANDSHAKE_SECONDS = 10  # to send a request head and complete the upgrade
 
 
@@ -112,7 +113,8 @@ class MailboxServer:
         if db.observer is None:
             db.observer = self.metrics.database
         self.hub = Hub()
-        self.store = Store(blur_seconds=settings.blur_usage_seconds)
+        self.server_id = secrets.token_hex(8)
+        self.store = Store(blur_seconds=settings.blur_usage_seconds, origin=self.server_id)
         self.batcher = Batcher(db, self.store, on_message=self._publish,
                                on_usage=self.metrics.usage)
         self.welcome_config = WelcomeConfig(
@@ -123,7 +125,6 @@ class MailboxServer:
         )
         self.spent_stamps = hashcash.SpentStamps()
         self.connections: set[Connection] = set()
-        self.server_id = secrets.token_hex(8)
         self.rebooted = time.time()
         self.port: int | None = None
         self.metrics.watch_connections(lambda: len(self.connections))
@@ -142,6 +143,7 @@ class MailboxServer:
                     self.endpoint.serve, self.settings.metrics_host, self.settings.metrics_port)
             background.start_soon(self.batcher.run)
             background.start_soon(self._prune_loop)
+            await background.start(self._listen_loop)
             async with trio.open_nursery() as handlers:
                 listeners = await trio.open_tcp_listeners(
                     self.settings.port, host=self.settings.host
@@ -365,8 +367,7 @@ class MailboxServer:
                     conn.send(reply)
                 replies = []
                 messages = result if isinstance(result, list) else []
-                seqs = [m.seq for m in messages if isinstance(m, Message)]
-                subscriber.replayed(max(seqs, default=0))
+                subscriber.replayed(m.seq for m in messages if isinstance(m, Message))
         else:
             if isinstance(op, Close):
                 self._unsubscribe(conn)
@@ -383,6 +384,63 @@ class MailboxServer:
     def _publish(self, op: Add, message: Message) -> None:
         self.metrics.messages.inc()
         self.hub.publish((op.app, op.mailbox), message)
+
+    # -- other processes' messages ---------------------------------------------------------------
+
+    async def _listen_loop(self, task_status: trio.TaskStatus[None]) -> None:
+        """Deliver messages other processes stored to this process's subscribers.
+
+        After every (re)connection the subscribed mailboxes are read again, so a message
+        announced while the listening connection was down is still delivered.
+        """
+        started = False
+        while True:
+            try:
+                async with Listener(self.db.url, NOTIFY_CHANNEL) as listener:
+                    if not started:
+                        task_status.started()
+                        started = True
+                    await self._catch_up()
+                    async for batch in listener.batches():
+                        await self._deliver_remote(batch)
+            except DatabaseUnavailable as exc:
+                log.warning("message notifications interrupted (%s); reconnecting", exc)
+            except Exception:
+                log.exception("message notifications failed; reconnecting")
+            if not started:
+                task_status.started()  # serve anyway: delivery within this process works
+                started = True
+            await trio.sleep(1)
+
+    async def _deliver_remote(self, batch: list[Any]) -> None:
+        seqs = []
+        for note in batch:
+            try:
+                payload = json.loads(note.payload)
+            except ValueError:
+                continue
+            if payload.get("o") == self.server_id:
+                continue  # delivered by the batcher at commit
+            key = (payload.get("a"), payload.get("m"))
+            if key[0] is None or self.hub.is_subscribed(key):
+                seqs.append(int(payload["s"]))
+        if not seqs:
+            return
+        rows = await self.db.run(lambda conn: Store.messages_by_seq(conn, seqs))
+        for app, mailbox, message in rows:
+            self.hub.publish((app, mailbox), message)
+
+    async def _catch_up(self) -> None:
+        keys = self.hub.subscribed_mailboxes()
+        if not keys:
+            return
+
+        def read(conn: Any) -> list[tuple[Key, list[Message]]]:
+            return [(key, Store.messages(conn, *key)) for key in keys]
+
+        for key, messages in await self.db.run(read):
+            for message in messages:
+                self.hub.publish(key, message)
 
     # -- pruning -------------------------------------------------------------------------------
 

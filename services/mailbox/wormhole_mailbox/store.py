@@ -63,9 +63,13 @@ class PruneReport:
 
 
 class Store:
-    def __init__(self, *, blur_seconds: float | None, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, *, blur_seconds: float | None, rng: random.Random | None = None,
+        origin: str = "",
+    ) -> None:
         self.blur_seconds = blur_seconds
         self.rng = rng or random.SystemRandom()
+        self.origin = origin  # names this process in message notifications
 
     def execute(self, conn: psycopg.Connection, op: Op) -> Result:
         """Run one op on its own (the batch path is `execute_many`)."""
@@ -145,13 +149,9 @@ class Store:
         return [row[0] for row in rows]
 
     def _allocate(self, op: Allocate, chosen: set[str]) -> Plan:
-        rows = yield (
-            "SELECT pg_advisory_xact_lock(%s, hashtext(%s)),"
-            " ARRAY(SELECT name FROM nameplates WHERE app_id = %s)",
-            (APP_LOCK_NAMESPACE, op.app, op.app),
-        )
+        rows = yield ("SELECT mb_lock_and_list(%s, %s)", (op.app, APP_LOCK_NAMESPACE))
         try:
-            name = choose_nameplate(chosen.union(rows[0][1]), self.rng)
+            name = choose_nameplate(chosen.union(rows[0][0]), self.rng)
         except AllocationExhausted:
             return Refused("no free nameplate")
         chosen.add(name)
@@ -184,11 +184,11 @@ class Store:
         rows = yield (MESSAGES_SQL, (op.app, op.mailbox, 0))
         return [Message(*row) for row in rows]
 
-    @staticmethod
-    def _add(op: Add) -> Plan:
+    def _add(self, op: Add) -> Plan:
         rows = yield (
-            "SELECT mb_add(%s, %s, %s, %s, %s, %s, %s)",
-            (op.app, op.mailbox, op.side, op.phase, op.body, op.server_rx, Jsonb(op.msg_id)),
+            "SELECT mb_add(%s, %s, %s, %s, %s, %s, %s, %s)",
+            (op.app, op.mailbox, op.side, op.phase, op.body, op.server_rx, Jsonb(op.msg_id),
+             self.origin),
         )
         if not rows or rows[0][0] is None:
             return Refused("mailbox is gone")
@@ -205,6 +205,18 @@ class Store:
         if retired is not None:
             yield self._mailbox_record(op.app, retired, op.now, pruned=False, records=records)
         return None
+
+    @staticmethod
+    def messages_by_seq(
+        conn: psycopg.Connection, seqs: list[int]
+    ) -> list[tuple[str, str, Message]]:
+        """(app, mailbox, message) for stored messages announced by other processes."""
+        rows = conn.execute(
+            "SELECT app_id, mailbox_id, seq, side, phase, body, server_rx, msg_id FROM messages"
+            " WHERE seq = ANY(%s) ORDER BY seq",
+            (seqs,),
+        ).fetchall()
+        return [(row[0], row[1], Message(*row[2:])) for row in rows]
 
     @staticmethod
     def messages(conn: psycopg.Connection, app: str, mailbox: str, after: int = 0) -> list[Message]:
