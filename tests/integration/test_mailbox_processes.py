@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 import trio
@@ -125,3 +126,26 @@ async def test_concurrent_claims_across_servers_share_one_mailbox(
             assert len(results) == 15
             for name, mailboxes in results.items():
                 assert len(mailboxes) == 2 and mailboxes[0] == mailboxes[1], (name, mailboxes)
+
+
+async def test_pruning_on_one_server_keeps_another_servers_live_channel(database_url: str) -> None:
+    """Each server keeps its own subscribed mailboxes alive; the pruner only removes the
+    channel nobody is connected to."""
+    with trio.fail_after(LIMIT):
+        async with (
+            running_mailbox(database_url, channel_expiry_seconds=600) as one,
+            running_mailbox(database_url, channel_expiry_seconds=600) as two,
+            client(two) as live,
+            client(one) as gone,
+        ):
+            await live.bind("live")
+            await live.ack_only(type="open", mailbox="kept")
+            await gone.bind("gone")
+            await gone.ack_only(type="open", mailbox="abandoned")
+            await gone.ws.aclose()
+            later = time.time() + 500
+            await two.prune_once(later)  # two touches what it serves
+            report = await one.prune_once(later + 200)  # 700 s after the abandoned one
+            assert report.mailboxes == 1
+            await live.ack_only(type="add", phase="pake", body="still here", id="0001")
+            assert (await live.recv())["body"] == "still here"
