@@ -56,38 +56,43 @@ def ensure_reference() -> Path:
     return twist
 
 
-def run_load(port: int, pairs: int, seconds: float) -> dict[str, float]:
+def run_load(ports: list[int], pairs: int, seconds: float) -> dict[str, float]:
+    urls = [f"ws://127.0.0.1:{port}/v1" for port in ports]
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "mailbox_load.py"), f"ws://127.0.0.1:{port}/v1",
+        [sys.executable, str(ROOT / "bench" / "mailbox_load.py"), *urls,
          "--pairs", str(pairs), "--seconds", str(seconds)],
         check=True, capture_output=True, text=True,
     )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def bench_ours(pairs: int, seconds: float, state: Path) -> dict[str, float]:
+def bench_ours(pairs: int, seconds: float, state: Path, processes: int = 1) -> dict[str, float]:
+    """`processes` mailbox processes share one database; each pair's sides use two of them."""
     cluster = TestCluster(durable=True)
     cluster.start()
+    servers: list[subprocess.Popen[bytes]] = []
     try:
-        port = free_port()
-        env = {**os.environ, "MAILBOX_DATABASE_URL": cluster.url, "MAILBOX_HOST": "127.0.0.1",
-               "MAILBOX_PORT": str(port), "MAILBOX_LOG_LEVEL": "WARNING",
-               "MAILBOX_METRICS_PORT": "0"}
-        with (state / "ours.log").open("w") as log:
-            server = subprocess.Popen([str(Path(sys.executable).parent / "wormhole-mailbox")],
-                                      env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_for_port(port, proc=server)
-            postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
-            cpu0, pg0 = cpu_seconds(server.pid), postgres_cpu(postmaster)
-            result = run_load(port, pairs, seconds)
-            result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
-            result["db_cpu_s"] = postgres_cpu(postmaster) - pg0
-        finally:
-            server.terminate()
-            server.wait(10)
+        ports = [free_port() for _ in range(processes)]
+        for port in ports:
+            env = {**os.environ, "MAILBOX_DATABASE_URL": cluster.url,
+                   "MAILBOX_HOST": "127.0.0.1", "MAILBOX_PORT": str(port),
+                   "MAILBOX_LOG_LEVEL": "WARNING", "MAILBOX_METRICS_PORT": "0"}
+            with (state / f"ours-{port}.log").open("w") as log:
+                servers.append(subprocess.Popen(
+                    [str(Path(sys.executable).parent / "wormhole-mailbox")],
+                    env=env, stdout=log, stderr=subprocess.STDOUT))
+            wait_for_port(port, proc=servers[-1])
+        postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+        cpu0 = sum(cpu_seconds(s.pid) for s in servers)
+        pg0 = postgres_cpu(postmaster)
+        result = run_load(ports, pairs, seconds)
+        result["server_cpu_s"] = sum(cpu_seconds(s.pid) for s in servers) - cpu0
+        result["db_cpu_s"] = postgres_cpu(postmaster) - pg0
         return result
     finally:
+        for server in servers:
+            server.terminate()
+            server.wait(10)
         cluster.stop()
 
 
@@ -103,7 +108,7 @@ def bench_reference(pairs: int, seconds: float, state: Path) -> dict[str, float]
     try:
         wait_for_port(port, proc=server)
         cpu0 = cpu_seconds(server.pid)
-        result = run_load(port, pairs, seconds)
+        result = run_load([port], pairs, seconds)
         result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
         result["db_cpu_s"] = 0.0  # SQLite runs inside the server process
     finally:
@@ -117,11 +122,17 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--processes", type=int, nargs="*", default=[1], metavar="N",
+                        help="run ours with each of these numbers of processes (e.g. 1 2)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mailbox-bench-") as tmp:
         state = Path(tmp)
         os.chmod(state, 0o777)
-        rows = {"ours": bench_ours(args.pairs, args.seconds, state)}
+        rows = {}
+        for n in args.processes:
+            name = "ours" if n == 1 else f"ours x{n}"
+            rows[name] = bench_ours(args.pairs, args.seconds, state, processes=n)
+            time.sleep(1)
         if not args.skip_reference:
             time.sleep(1)
             rows["reference"] = bench_reference(args.pairs, args.seconds, state)
@@ -135,9 +146,16 @@ def main() -> None:
                           f"{r['max_ms']:.1f}", f"{r['server_cpu_s']:.1f}",
                           f"{r['db_cpu_s']:.1f}"]))
     if "reference" in rows:
-        ours, ref = rows["ours"], rows["reference"]
-        print(f"ratio pairs/s ours/reference: {ours['pairs_per_s'] / ref['pairs_per_s']:.2f}x")
-        print(f"ratio p99 ours/reference: {ours['p99_ms'] / ref['p99_ms']:.3f}")
+        ref = rows["reference"]
+        for name, r in rows.items():
+            if name != "reference":
+                print(f"{name} / reference: pairs/s {r['pairs_per_s'] / ref['pairs_per_s']:.2f}x,"
+                      f" p99 {r['p99_ms'] / ref['p99_ms']:.3f}")
+    if "ours" in rows:
+        one = rows["ours"]["pairs_per_s"]
+        for name, r in rows.items():
+            if name.startswith("ours x"):
+                print(f"{name} / ours (1 process): pairs/s {r['pairs_per_s'] / one:.2f}x")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ written to the other side's receipt of that message. asyncio + websockets, like 
 generator, so the generator's own cost is comparable.
 
     python bench/mailbox_load.py ws://127.0.0.1:4000/v1 --pairs 50 --seconds 20
+
+With several URLs (several mailbox processes sharing a database) the two sides of each pair
+use different ones, so every message crosses processes.
 """
 
 from __future__ import annotations
@@ -85,12 +88,13 @@ async def run_side(me: Side, peer: Side, name_box: asyncio.Future[str], allocate
         await me.recv("closed")
 
 
-async def pair_loop(url: str, index: int, stats: Stats, stop_at: float) -> None:
+async def pair_loop(urls: list[str], index: int, stats: Stats, stop_at: float) -> None:
     n = 0
     while time.monotonic() < stop_at:
         n += 1
-        a = Side(url, f"a{index:04x}{n:05x}", stats)
-        b = Side(url, f"b{index:04x}{n:05x}", stats)
+        # with several servers the two sides of a pair talk to different ones
+        a = Side(urls[index % len(urls)], f"a{index:04x}{n:05x}", stats)
+        b = Side(urls[(index + 1) % len(urls)], f"b{index:04x}{n:05x}", stats)
         name_box: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         try:
             await asyncio.wait_for(
@@ -104,10 +108,10 @@ async def pair_loop(url: str, index: int, stats: Stats, stop_at: float) -> None:
             stats.reasons[reason] = stats.reasons.get(reason, 0) + 1
 
 
-async def run_load(url: str, pairs: int, seconds: float) -> tuple[Stats, float]:
+async def run_load(urls: list[str], pairs: int, seconds: float) -> tuple[Stats, float]:
     stats = Stats()
     start = time.monotonic()
-    await asyncio.gather(*(pair_loop(url, i, stats, start + seconds) for i in range(pairs)))
+    await asyncio.gather(*(pair_loop(urls, i, stats, start + seconds) for i in range(pairs)))
     return stats, time.monotonic() - start
 
 
@@ -129,11 +133,11 @@ def summarise(stats: Stats, elapsed: float) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("url")
+    parser.add_argument("urls", nargs="+", metavar="url")
     parser.add_argument("--pairs", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20)
     args = parser.parse_args()
-    stats, elapsed = asyncio.run(run_load(args.url, args.pairs, args.seconds))
+    stats, elapsed = asyncio.run(run_load(args.urls, args.pairs, args.seconds))
     print(json.dumps({"pid": os.getpid(), **summarise(stats, elapsed)}))
 
 

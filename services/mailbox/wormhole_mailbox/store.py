@@ -35,6 +35,12 @@ from wormhole_mailbox.ops import (
 
 APP_LOCK_NAMESPACE = 0x6E61  # pg_advisory_xact_lock(namespace, hash(app)) for allocation
 PRUNE_LOCK_KEY = 0x7072756E65  # "prune": one pruner at a time across processes
+# One writing transaction at a time across processes. A batch touches many nameplates and
+# mailboxes in no global order, so two processes' batches would otherwise deadlock now and
+# then (PostgreSQL notices only after deadlock_timeout, 1 s). Batches are short, group
+# commits: serialising them costs little, and each process's Python work stays parallel.
+WRITE_LOCK_KEY = 0x77726974  # "writ"
+WRITE_LOCK_SQL = f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
 
 MESSAGES_SQL = (
     "SELECT seq, side, phase, body, server_rx, msg_id FROM messages"
@@ -94,8 +100,12 @@ class Store:
         pending: dict[int, Query] = {}
         for i in range(len(plans)):
             self._advance(plans, i, None, pending, results)
+        locked = False
         while pending:
             with conn.pipeline():
+                if not locked:
+                    conn.execute(WRITE_LOCK_SQL)
+                    locked = True
                 cursors = {i: conn.execute(sql, params) for i, (sql, params) in pending.items()}
             pending = {}
             for i, cur in cursors.items():
@@ -273,6 +283,7 @@ class Store:
         Every process touches its own subscribed mailboxes; only the holder of the pruning lock
         deletes, and it skips rows another transaction has locked (it will see them next run).
         """
+        conn.execute(WRITE_LOCK_SQL)
         touched = 0
         if subscribed:
             cur = conn.execute(
