@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 SERVER_HEADER = b"Magic Wormhole Mailbox (wormhole-stack)"
 OUTBOUND_QUEUE = 4096  # frames waiting for one slow client before it is dropped
 MAX_MESSAGE_BYTES = 1 << 20
-NOTIFY_CHANNEL = "wormhole_mailbox_messages"  # see migrations/0002_notify_messages.sql
+NOTIFY_CHANNEL = "wormhole_mailbox_messages"  # see mb_add in migrations/0001_initial.sql
 HANDSHAKE_SECONDS = 10  # to send a request head and complete the upgrade
 
 
