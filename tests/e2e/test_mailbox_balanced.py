@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from tests.support import clients
 from tests.support.postgres import free_port
-from tests.support.processes import ServiceProcess, mailbox_process, wait_for_port
+from tests.support.processes import mailbox_process, wait_for_port
 
 pytestmark = [
     pytest.mark.e2e,
@@ -62,17 +60,6 @@ def start_haproxy(port: int, config: Path, one: int, two: int) -> subprocess.Pop
     return proc
 
 
-def wait_for_stored_message(service: ServiceProcess, database_url: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with psycopg.connect(database_url) as conn:
-            row = conn.execute("SELECT count(*) FROM messages").fetchone()
-        if row and row[0]:
-            return
-        time.sleep(0.1)
-    raise TimeoutError(service.output())
-
-
 def test_transfer_survives_losing_a_process(
     database_url: str, tmp_path: Path, balancer: tuple[int, Path]
 ) -> None:
@@ -86,7 +73,7 @@ def test_transfer_survives_losing_a_process(
             send = subprocess.Popen(clients.python_send(url, code, text=TEXT),
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             try:
-                wait_for_stored_message(one, database_url)
+                clients.wait_for_stored_message(database_url)
                 assert one.proc is not None
                 one.proc.kill()  # no goodbye: its connections just break
                 one.proc.wait()

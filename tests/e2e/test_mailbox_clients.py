@@ -23,20 +23,6 @@ def relay_url(service: ServiceProcess) -> str:
     return f"ws://127.0.0.1:{service.port}/v1"
 
 
-def transfer(sender: list[str], receiver: list[str]) -> tuple[str, str]:
-    """Run both sides at once; return (sender output, receiver stdout)."""
-    send = subprocess.Popen(sender, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        received = subprocess.run(receiver, capture_output=True, timeout=TIMEOUT, check=False)
-        send_out, _ = send.communicate(timeout=TIMEOUT)
-    finally:
-        if send.poll() is None:
-            send.kill()
-    assert received.returncode == 0, received.stdout + received.stderr
-    assert send.returncode == 0, send_out
-    return send_out.decode(errors="replace"), received.stdout.decode(errors="replace")
-
-
 def usage_results(database_url: str) -> tuple[list[str], list[str]]:
     with psycopg.connect(database_url) as conn:
         plates = [r[0] for r in conn.execute("SELECT result FROM usage_nameplates")]
@@ -70,7 +56,7 @@ def test_text_transfer(direction: str, code: str, database_url: str, tmp_path: P
                   else clients.go_send(url, code, TEXT))
         receiver = (clients.python_receive(url, code) if receiver_kind == "python"
                     else clients.go_receive(url, code))
-        _, received = transfer(sender, receiver)
+        _, received = clients.transfer(sender, receiver)
         assert TEXT in received
         # Both sides released: the nameplate is retired as happy.
         deadline = time.monotonic() + 10
@@ -91,17 +77,6 @@ def test_text_transfer(direction: str, code: str, database_url: str, tmp_path: P
             assert boxes == ["happy"]
 
 
-def wait_for_stored_message(database_url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with psycopg.connect(database_url) as conn:
-            row = conn.execute("SELECT count(*) FROM messages").fetchone()
-        if row and row[0] > 0:
-            return
-        time.sleep(0.1)
-    raise TimeoutError("the sender never stored its first message")
-
-
 def test_python_transfer_survives_server_restart(database_url: str, tmp_path: Path) -> None:
     code = "7-guitarist-revenge"
     with mailbox_process(database_url, tmp_path) as first:
@@ -109,7 +84,7 @@ def test_python_transfer_survives_server_restart(database_url: str, tmp_path: Pa
         send = subprocess.Popen(clients.python_send(url, code, text=TEXT),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
-            wait_for_stored_message(database_url)
+            clients.wait_for_stored_message(database_url)
             assert first.stop() == 0
             # Same port, same database, new process: the sender reconnects by itself.
             first.start()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,31 +13,17 @@ import psycopg
 import pytest
 
 from tests.support import clients
-from tests.support.postgres import free_port
-from tests.support.processes import ServiceProcess, mailbox_process
+from tests.support.processes import ServiceProcess, mailbox_process, transit_process
 
 pytestmark = pytest.mark.e2e
 
 SIZE = 20 * 1024 * 1024 + 12345
-TIMEOUT = 120
 
 
 @pytest.fixture
 def transit(database_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
-    port = free_port()
-    service = ServiceProcess(
-        "wormhole-transit",
-        {"TRANSIT_DATABASE_URL": database_url, "TRANSIT_HOST": "127.0.0.1",
-         "TRANSIT_PORT": str(port), "TRANSIT_METRICS_PORT": "0"},
-        port,
-        tmp_path / "transit.log",
-    )
-    service.start()
-    try:
+    with transit_process(database_url, tmp_path) as service:
         yield service
-    finally:
-        if service.proc is not None and service.proc.poll() is None:
-            service.stop()
 
 
 @pytest.fixture
@@ -63,19 +48,6 @@ def relayed_bytes(database_url: str, timeout: float = 15) -> list[tuple[str, int
     return rows
 
 
-def run_transfer(sender: list[str], receiver: list[str], cwd: Path) -> None:
-    send = subprocess.Popen(sender, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        received = subprocess.run(receiver, capture_output=True, timeout=TIMEOUT, check=False,
-                                  cwd=cwd, input=b"y\n")
-        send_out, _ = send.communicate(timeout=TIMEOUT)
-    finally:
-        if send.poll() is None:
-            send.kill()
-    assert received.returncode == 0, received.stdout + received.stderr
-    assert send.returncode == 0, send_out
-
-
 def test_python_to_python_file_through_relay(
     database_url: str, tmp_path: Path, transit: ServiceProcess, payload: tuple[Path, str]
 ) -> None:
@@ -85,9 +57,9 @@ def test_python_to_python_file_through_relay(
     with mailbox_process(database_url, tmp_path) as mailbox:
         url = f"ws://127.0.0.1:{mailbox.port}/v1"
         code = "8-guitarist-revenge"
-        run_transfer(clients.python_send(url, code, path=str(path), transit=helper),
-                     clients.python_receive(url, code, transit=helper, output=str(out)),
-                     tmp_path)
+        clients.transfer(clients.python_send(url, code, path=str(path), transit=helper),
+                         clients.python_receive(url, code, transit=helper, output=str(out)),
+                         cwd=tmp_path)
     assert hashlib.sha256(out.read_bytes()).hexdigest() == digest
     rows = relayed_bytes(database_url)
     assert len(rows) == 1, rows
@@ -106,9 +78,8 @@ def test_python_to_go_file_through_relay(
         url = f"ws://127.0.0.1:{mailbox.port}/v1"
         code = "9-guitarist-revenge"
         assert clients.GO_WORMHOLE is not None
-        run_transfer(clients.python_send(url, code, path=str(path), transit=helper),
-                     [clients.GO_WORMHOLE, "receive", "--relay-url", url, "--hide-progress", code],
-                     inbox)
+        clients.transfer(clients.python_send(url, code, path=str(path), transit=helper),
+                         clients.go_receive(url, code), cwd=inbox)
     assert hashlib.sha256((inbox / path.name).read_bytes()).hexdigest() == digest
     rows = relayed_bytes(database_url)
     assert len(rows) == 1, rows

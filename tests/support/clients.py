@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
+
+import psycopg
 
 PYTHON_WORMHOLE = str(Path(sys.executable).parent / "wormhole")
 GO_WORMHOLE = shutil.which("wormhole-william")
@@ -36,3 +40,35 @@ def go_send(relay_url: str, code: str, text: str) -> list[str]:
 def go_receive(relay_url: str, code: str) -> list[str]:
     assert GO_WORMHOLE is not None
     return [GO_WORMHOLE, "receive", "--relay-url", relay_url, "--hide-progress", code]
+
+
+def transfer(
+    sender: list[str], receiver: list[str], *, cwd: Path | None = None, timeout: float = 120
+) -> tuple[str, str]:
+    """Run both sides at once, both must succeed; returns (sender output, receiver stdout).
+
+    The receiver's stdin says "y", for a client that asks before accepting a file.
+    """
+    send = subprocess.Popen(sender, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        received = subprocess.run(receiver, capture_output=True, timeout=timeout, check=False,
+                                  cwd=cwd, input=b"y\n")
+        send_out, _ = send.communicate(timeout=timeout)
+    finally:
+        if send.poll() is None:
+            send.kill()
+    assert received.returncode == 0, received.stdout + received.stderr
+    assert send.returncode == 0, send_out
+    return send_out.decode(errors="replace"), received.stdout.decode(errors="replace")
+
+
+def wait_for_stored_message(database_url: str, timeout: float = 30) -> None:
+    """Until a sender has stored its first message in the mailbox's database."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute("SELECT count(*) FROM messages").fetchone()
+        if row and row[0] > 0:
+            return
+        time.sleep(0.1)
+    raise TimeoutError("the sender never stored its first message")

@@ -79,3 +79,21 @@ def mailbox_process(database_url: str, tmp_path: Path, **env: str) -> Iterator[S
     finally:
         if service.proc is not None and service.proc.poll() is None:
             service.stop()
+
+
+@contextmanager
+def transit_process(database_url: str, tmp_path: Path, **env: str) -> Iterator[ServiceProcess]:
+    port = free_port()
+    service = ServiceProcess(
+        "wormhole-transit",
+        {"TRANSIT_DATABASE_URL": database_url, "TRANSIT_HOST": "127.0.0.1",
+         "TRANSIT_PORT": str(port), "TRANSIT_METRICS_PORT": "0", **env},
+        port,
+        tmp_path / f"transit-{port}.log",
+    )
+    service.start()
+    try:
+        yield service
+    finally:
+        if service.proc is not None and service.proc.poll() is None:
+            service.stop()
