@@ -10,7 +10,6 @@ wakes.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -48,8 +47,6 @@ class Batcher:
         self.on_usage = on_usage  # told the usage records of each committed transaction
         self.max_batch = max_batch
         self._send, self._receive = trio.open_memory_channel[_Pending](queue_size)
-        self.batches = 0
-        self.ops = 0
 
     async def submit(self, op: Op) -> Result:
         pending = _Pending(op)
@@ -86,8 +83,6 @@ class Batcher:
         else:
             for pending, result in zip(batch, results, strict=True):
                 pending.result = result
-        self.batches += 1
-        self.ops += len(batch)
         for pending in batch:
             if isinstance(pending.op, Add) and isinstance(pending.result, Message):
                 self.on_message(pending.op, pending.result)
@@ -112,7 +107,3 @@ class Batcher:
     def _committed(self, records: Records) -> None:
         if self.on_usage is not None and records:
             self.on_usage(records)
-
-    @property
-    def mean_batch(self) -> float:
-        return self.ops / self.batches if self.batches else math.nan
