@@ -34,7 +34,6 @@ from tests.deploy.stack import (
     resolved_compose,
 )
 from tests.deploy.test_compose import raw_compose
-from tests.e2e.test_transit_clients import relayed_bytes, run_transfer
 from tests.support import clients
 from tests.support.postgres import free_port
 
@@ -184,11 +183,11 @@ def test_compose_services_serve_a_real_transfer(database_url: str, tmp_path: Pat
         url = f"ws://127.0.0.1:{mailbox.ports['MAILBOX_PORT']}/v1"
         helper = f"tcp:127.0.0.1:{transit.ports['TRANSIT_PORT']}"
         code = "7-compose-stack"
-        run_transfer(clients.python_send(url, code, path=str(payload), transit=helper),
-                     clients.python_receive(url, code, transit=helper, output=str(received)),
-                     tmp_path)
+        clients.transfer(clients.python_send(url, code, path=str(payload), transit=helper),
+                         clients.python_receive(url, code, transit=helper, output=str(received)),
+                         cwd=tmp_path)
         assert hashlib.sha256(received.read_bytes()).digest() == hashlib.sha256(data).digest()
-        rows = relayed_bytes(database_url)
+        rows = clients.relayed_bytes(database_url)
         assert len(rows) == 1 and rows[0][1] >= len(data), rows
 
         assert mailbox.stop() == 0, mailbox.output()

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from tests.support import clients
@@ -35,19 +33,6 @@ def payload(tmp_path: Path) -> tuple[Path, str]:
     return path, hashlib.sha256(data).hexdigest()
 
 
-def relayed_bytes(database_url: str, timeout: float = 15) -> list[tuple[str, int]]:
-    deadline = time.monotonic() + timeout
-    rows: list[tuple[str, int]] = []
-    while time.monotonic() < deadline:
-        with psycopg.connect(database_url) as conn:
-            rows = [(r[0], r[1]) for r in conn.execute(
-                "SELECT result, total_bytes FROM transit_usage WHERE result = 'happy'")]
-        if rows:
-            return rows
-        time.sleep(0.2)
-    return rows
-
-
 def test_python_to_python_file_through_relay(
     database_url: str, tmp_path: Path, transit: ServiceProcess, payload: tuple[Path, str]
 ) -> None:
@@ -61,7 +46,7 @@ def test_python_to_python_file_through_relay(
                          clients.python_receive(url, code, transit=helper, output=str(out)),
                          cwd=tmp_path)
     assert hashlib.sha256(out.read_bytes()).hexdigest() == digest
-    rows = relayed_bytes(database_url)
+    rows = clients.relayed_bytes(database_url)
     assert len(rows) == 1, rows
     assert rows[0][1] >= SIZE, rows
 
@@ -81,6 +66,6 @@ def test_python_to_go_file_through_relay(
         clients.transfer(clients.python_send(url, code, path=str(path), transit=helper),
                          clients.go_receive(url, code), cwd=inbox)
     assert hashlib.sha256((inbox / path.name).read_bytes()).hexdigest() == digest
-    rows = relayed_bytes(database_url)
+    rows = clients.relayed_bytes(database_url)
     assert len(rows) == 1, rows
     assert rows[0][1] >= SIZE, rows

@@ -72,3 +72,17 @@ def wait_for_stored_message(database_url: str, timeout: float = 30) -> None:
             return
         time.sleep(0.1)
     raise TimeoutError("the sender never stored its first message")
+
+
+def relayed_bytes(database_url: str, timeout: float = 15) -> list[tuple[str, int]]:
+    """(result, bytes) of the relay's happy usage rows, once there are any."""
+    deadline = time.monotonic() + timeout
+    rows: list[tuple[str, int]] = []
+    while time.monotonic() < deadline:
+        with psycopg.connect(database_url) as conn:
+            rows = [(r[0], r[1]) for r in conn.execute(
+                "SELECT result, total_bytes FROM transit_usage WHERE result = 'happy'")]
+        if rows:
+            return rows
+        time.sleep(0.2)
+    return rows
