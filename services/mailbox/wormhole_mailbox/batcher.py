@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 import trio
+from wormhole_common.channels import receive_batch
 from wormhole_common.database import Database
 
 from wormhole_mailbox.ops import Add, Message, Op, Result
@@ -59,13 +60,7 @@ class Batcher:
     async def run(self) -> None:
         """The writer loop; runs until cancelled."""
         while True:
-            batch = [await self._receive.receive()]
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            await self._execute(batch)
+            await self._execute(await receive_batch(self._receive, self.max_batch))
 
     async def _execute(self, batch: list[_Pending]) -> None:
         records: Records = []

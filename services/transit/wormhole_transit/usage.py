@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import psycopg
 import trio
+from wormhole_common.channels import receive_batch
 from wormhole_common.database import Database
 from wormhole_common.migrations import migrate
 
@@ -106,13 +107,7 @@ class UsageRecorder:
                              lambda: migrate(self._db, "transit", "wormhole_transit"))
         self.ready.set()
         while True:
-            batch = [await self._receive.receive()]
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self._receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            await self._write(batch)
+            await self._write(await receive_batch(self._receive, MAX_BATCH))
 
     @property
     def _db(self) -> Database:
