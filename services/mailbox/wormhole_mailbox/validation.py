@@ -1,8 +1,9 @@
 """Client frames in and server frames out, checked where the protocol rules live (issue 10).
 
 Sans-IO. `decode_frame` turns one inbound WebSocket message into a JSON object, refusing what
-JSON cannot represent or PostgreSQL cannot store (non-finite or absurdly long numbers, nesting
-beyond `MAX_DEPTH`); a refused frame is never echoed as parsed, only as a short safe preview.
+JSON cannot represent or the server cannot handle (NaN/Infinity, floats that overflow such as
+1e400, integers past Python's 4300 digits, nesting beyond `MAX_DEPTH`); a refused frame is
+never echoed as parsed, only as a short safe preview. (jsonb stores any finite number.)
 The field checks (`required`, `optional`, `client_version`, `message_id`) bound every string a
 client can make the server store, so no client value reaches the database in a form it rejects.
 `encode_frame` is the one way out: strict JSON, never `NaN` or `Infinity`.
@@ -23,7 +24,6 @@ from typing import Any
 Frame = dict[str, Any]
 
 MAX_DEPTH = 32  # nested arrays/objects, the frame itself being 1; real frames use 2
-MAX_NUMBER_DIGITS = 1000  # an integer literal; Python refuses to convert past 4300 anyway
 MAX_ID_CHARS = 256  # an `id`, serialised as compact JSON; real clients send 4 hex digits
 PREVIEW_CHARS = 200  # how much of a refused frame's text its error echoes in `orig`
 
@@ -91,9 +91,18 @@ class _OutOfRange:
 _OUT_OF_RANGE = _OutOfRange()
 
 
+class _NotJson(ValueError):
+    """NaN, Infinity and -Infinity: Python reads them, JSON has no such thing."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJson(name)
+
+
 class _Numbers:
-    """`json.loads` hooks for one frame: they note whether any number was refused, so the
-    frame is searched for it only then."""
+    """`json.loads` hooks for one frame: they note whether a number was refused, so the frame
+    is searched for it only then. Integers are converted by the C scanner itself (fast), and
+    only a frame it fails on (past Python's 4300 digits) is read again with `parse_int`."""
 
     def __init__(self) -> None:
         self.refused = False
@@ -106,14 +115,26 @@ class _Numbers:
         return _OUT_OF_RANGE
 
     def parse_int(self, text: str) -> int | _OutOfRange:
-        if len(text) <= MAX_NUMBER_DIGITS:
+        try:
             return int(text)
-        self.refused = True
-        return _OUT_OF_RANGE
+        except ValueError:
+            self.refused = True
+            return _OUT_OF_RANGE
 
-    @staticmethod
-    def parse_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not JSON")
+
+def _load(text: str) -> tuple[Any, bool]:
+    """The parsed value and whether it holds a refused number (`_OUT_OF_RANGE`)."""
+    numbers = _Numbers()
+    try:
+        value = json.loads(text, parse_float=numbers.parse_float,
+                           parse_constant=_refuse_constant)
+    except (json.JSONDecodeError, _NotJson):
+        raise
+    except ValueError:  # an integer too long to convert: read again to name its field
+        numbers = _Numbers()
+        value = json.loads(text, parse_float=numbers.parse_float, parse_int=numbers.parse_int,
+                           parse_constant=_refuse_constant)
+    return value, numbers.refused
 
 
 def preview(raw: str | bytes) -> str:
@@ -148,21 +169,19 @@ def _key_holding(frame: Frame, marker: object) -> str | None:
 
 def decode_frame(raw: str | bytes) -> Frame:
     """One inbound message (text or binary, spec 1.2) as a JSON object, or `FrameRefused`."""
-    numbers = _Numbers()
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        value = json.loads(text, parse_float=numbers.parse_float, parse_int=numbers.parse_int,
-                           parse_constant=numbers.parse_constant)
+        value, refused = _load(text)
     except RecursionError:  # the C scanner guards its own recursion; far deeper than allowed
         raise FrameRefused(_too_deep(), "too_deep", preview(raw)) from None
-    except ValueError:  # also UnicodeDecodeError and NaN/Infinity
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity
         raise FrameRefused("message is not valid JSON", "not_json", preview(raw)) from None
     if text.count("[") + text.count("{") > MAX_DEPTH and depth(text) > MAX_DEPTH:
         raise FrameRefused(_too_deep(), "too_deep", preview(raw))
     if not isinstance(value, dict):
-        orig = preview(raw) if numbers.refused else value
-        raise FrameRefused("message must be a JSON object", "not_object", orig)
-    if numbers.refused:
+        raise FrameRefused("message must be a JSON object", "not_object",
+                           preview(raw) if refused else value)
+    if refused:
         key = _key_holding(value, _OUT_OF_RANGE)
         raise FrameRefused(f"'{key}' contains a number out of range", "number", preview(raw))
     return value
