@@ -59,7 +59,7 @@ class FrameScanner:
         self.close_seen = False
         self.refused: Close | None = None
 
-    def feed(self, data: bytes) -> int:
+    def feed(self, data: bytes | bytearray | memoryview) -> int:
         if self.refused is not None:
             return 0
         pos = 0
@@ -77,8 +77,8 @@ class FrameScanner:
                 return max(0, start)
         return len(data)
 
-    def _skip_head(self, data: bytes) -> int:
-        seen = self.tail + data
+    def _skip_head(self, data: bytes | bytearray | memoryview) -> int:
+        seen = self.tail + bytes(data)  # only while the HTTP head lasts
         end = seen.find(_HEAD_END)
         if end < 0:
             self.tail = seen[-(len(_HEAD_END) - 1):]
@@ -86,7 +86,7 @@ class FrameScanner:
         self.in_head = False
         return end + len(_HEAD_END) - len(self.tail)
 
-    def _read_header(self, data: bytes, pos: int) -> int:
+    def _read_header(self, data: bytes | bytearray | memoryview, pos: int) -> int:
         """Take header bytes from `data[pos:]`; act on the header once it is complete."""
         while pos < len(data):
             self.header.append(data[pos])
@@ -165,13 +165,14 @@ class GuardedStream(trio.abc.Stream):
             self.receiving = None
             if self.released:  # aclose() while waiting: what a real close would do
                 raise trio.ClosedResourceError
-        return data[:self.inbound.feed(data)]
+        accepted = self.inbound.feed(data)
+        return data if accepted == len(data) else data[:accepted]
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self.released:
             raise trio.ClosedResourceError
         async with self.send_lock:
-            self.outbound.feed(bytes(data))
+            self.outbound.feed(data)
             await self.stream.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
