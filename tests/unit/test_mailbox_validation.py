@@ -148,15 +148,22 @@ def test_optional_string() -> None:
     assert str(invalid(optional, {"mood": ["happy"]}, "mood")) == "'mood' must be a string"
 
 
-@pytest.mark.parametrize(("key", "limit"), [("appid", 256), ("side", 128), ("nameplate", 40),
-                                            ("mailbox", 128), ("phase", 128), ("mood", 128),
-                                            ("stamp", 256), ("body", 1 << 20)])
+@pytest.mark.parametrize(("key", "limit"), [("appid", 256), ("side", 128), ("mailbox", 128),
+                                            ("phase", 128), ("mood", 128), ("stamp", 256),
+                                            ("body", 1 << 20)])
 def test_lengths(key: str, limit: int) -> None:
     assert RULES[key].max_chars == limit
     assert check_string("\u4e2d" * limit, key) == "\u4e2d" * limit
     error = invalid(check_string, "a" * (limit + 1), key)
     assert (str(error), error.kind) == (f"'{key}' is too long (at most {limit} characters)",
                                         "too_long")
+
+
+@pytest.mark.parametrize("value", ["1" * 41, "1\n", "1\x00", "\ud800"])
+def test_a_nameplate_has_one_error_text(value: str) -> None:
+    assert check_string("1" * 40, "nameplate") == "1" * 40
+    assert str(invalid(check_string, value, "nameplate")) == "invalid nameplate"
+    assert str(invalid(check_string, 1, "nameplate")) == "'nameplate' must be a string"
 
 
 @pytest.mark.parametrize("value", ["a\x00", "a\nb", "\x1b[31m", "a\x7f", "\x85"])

@@ -39,6 +39,7 @@ class Rule:
 
     max_chars: int
     identifier: bool = True
+    error: str | None = None  # one text for every violation, where the protocol has one
 
 
 # Real clients: appid "lothar.com/wormhole/text-or-file-xfer" (37), side 10 hex digits, phase
@@ -48,7 +49,7 @@ class Rule:
 RULES: dict[str, Rule] = {
     "appid": Rule(256),
     "side": Rule(128),
-    "nameplate": Rule(40),  # spec 4.1: at most 40 digits
+    "nameplate": Rule(40, error="invalid nameplate"),  # spec 4.1: at most 40 digits
     "mailbox": Rule(128),
     "phase": Rule(128),
     "mood": Rule(128),
@@ -199,6 +200,15 @@ def check_string(value: object, key: str) -> str:
     if not isinstance(value, str):
         raise Invalid(f"'{key}' must be a string", "type")
     rule = RULES[key]
+    try:
+        return _bounded(value, key, rule)
+    except Invalid as exc:
+        if rule.error is None:
+            raise
+        raise Invalid(rule.error, exc.kind) from None
+
+
+def _bounded(value: str, key: str, rule: Rule) -> str:
     if len(value) > rule.max_chars:
         raise Invalid(f"'{key}' is too long (at most {rule.max_chars} characters)", "too_long")
     return _storable(value, key, identifier=rule.identifier)
