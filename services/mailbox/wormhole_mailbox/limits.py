@@ -16,6 +16,8 @@ import math
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
+from wormhole_common.fdlimit import MEMORY_CEILING
+
 REFUSAL_REASONS = ("connections_total", "connections_per_address", "allocations_rate",
                    "mailboxes_rate", "nameplates_held")
 
@@ -58,12 +60,12 @@ def address_key(host: str) -> str:
 class LimitSettings:
     """Defaults a real user never meets, argued in the README (MAILBOX_* variables)."""
 
-    max_connections: int = 10_000  # sized from the open-file limit at start: fdlimit
+    max_connections: int = MEMORY_CEILING  # at start: fdlimit.connection_limits(...).total
     max_connections_per_address: int = 250
     allocations_per_minute: float = 60  # also the burst: a full bucket holds a minute's worth
     mailboxes_per_minute: float = 60
     nameplates_per_address: int = 100
-    nameplate_linger_seconds: float = 16 * 60  # channel expiry (11 min) + prune interval (5)
+    nameplate_linger_seconds: float = 16 * 60  # MAILBOX_CHANNEL_EXPIRY + PRUNE_INTERVAL
     max_tracked: int = 65_536  # addresses remembered per kind of state
 
 
