@@ -21,6 +21,7 @@ from wormhole_mailbox.validation import (
     encode_frame,
     message_id,
     optional,
+    present,
     preview,
     required,
 )
@@ -139,6 +140,15 @@ def test_required_string() -> None:
     assert (str(error), error.kind) == ("bind requires 'side'", "missing")
     error = invalid(required, {"side": 7}, "side", "bind requires 'side'")
     assert (str(error), error.kind) == ("'side' must be a string", "type")
+
+
+def test_present_checks_only_presence_and_type() -> None:
+    assert present({"nameplate": "1" * 100}, "nameplate", "claim requires 'nameplate'") == (
+        "1" * 100)
+    assert str(invalid(present, {}, "nameplate", "claim requires 'nameplate'")) == (
+        "claim requires 'nameplate'")
+    assert str(invalid(present, {"nameplate": 5}, "nameplate", "x")) == (
+        "'nameplate' must be a string")
 
 
 def test_optional_string() -> None:

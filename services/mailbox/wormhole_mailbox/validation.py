@@ -227,9 +227,18 @@ def _storable(value: str, key: str, *, identifier: bool) -> str:
 
 def required(frame: Frame, key: str, missing: str) -> str:
     """A string field the command needs; `missing` is the spec's text when it is absent."""
+    return check_string(present(frame, key, missing), key)
+
+
+def present(frame: Frame, key: str, missing: str) -> str:
+    """Only presence and type, for a field whose other checks come later in the protocol's
+    order (`claim`: a claim of an invalid nameplate still uses up the connection's claim)."""
     if key not in frame:
         raise Invalid(missing, "missing")
-    return check_string(frame[key], key)
+    value = frame[key]
+    if not isinstance(value, str):
+        raise Invalid(f"'{key}' must be a string", "type")
+    return value
 
 
 def optional(frame: Frame, key: str) -> str | None:
