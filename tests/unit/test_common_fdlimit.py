@@ -30,6 +30,7 @@ def test_target_limit() -> None:
 
 RAISE_IN_CHILD = """
 import resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2])))
 from wormhole_common.fdlimit import raise_open_file_limit
 got = raise_open_file_limit()
 print(got, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
@@ -37,10 +38,8 @@ print(got, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
 def _run_with_soft_limit(soft: int, hard: int) -> tuple[int, int]:
-    def lower() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-    out = subprocess.run([sys.executable, "-c", RAISE_IN_CHILD], preexec_fn=lower,
+    """A child process (limits are per process) starting at `soft`, asked to raise it."""
+    out = subprocess.run([sys.executable, "-c", RAISE_IN_CHILD, str(soft), str(hard)],
                          capture_output=True, text=True, check=True, timeout=60).stdout
     got, now = out.split()
     return int(got), int(now)

@@ -61,6 +61,7 @@ RULES: dict[str, Rule] = {
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")  # a decoded pair is one code point: these are lone
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string literal (linear: no nesting)
+_STRICT = json.JSONEncoder(allow_nan=False)  # once: json.dumps with options makes one per call
 _OTHERS = bytes(b for b in range(256) if b not in b"[]{}")
 _DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
@@ -298,9 +299,9 @@ def encode_frame(frame: Frame, server_tx: float) -> str:
     validated input never contains, becomes null instead of non-JSON."""
     stamped = {**frame, "server_tx": server_tx}
     try:
-        return json.dumps(stamped, allow_nan=False)
+        return _STRICT.encode(stamped)
     except ValueError:
-        return json.dumps(_finite(stamped), allow_nan=False)
+        return _STRICT.encode(_finite(stamped))
 
 
 def _finite(value: Any) -> Any:
