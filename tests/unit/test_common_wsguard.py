@@ -90,6 +90,7 @@ def test_scanner_notes_close_frames_and_needs_no_limit() -> None:
 def test_close_frame_bytes() -> None:
     assert close_frame(Close(1007, "invalid UTF-8")) == server_close(1007, "invalid UTF-8")
     assert len(close_frame(Close(1009, "x" * 500))) == 2 + 125
+    assert close_frame(Close(1002, "\u00e9" * 100))[4:] == "\u00e9".encode() * 61  # 122 bytes
 
 
 @pytest.mark.parametrize(("refused", "code", "sent", "owed"), [

@@ -36,8 +36,10 @@ class Close:
 
 
 def close_frame(close: Close) -> bytes:
-    """A server's (unmasked) close frame; the reason is cut to fit a control frame."""
-    payload = close.code.to_bytes(2, "big") + close.reason.encode("utf-8")[:123]
+    """A server's (unmasked) close frame; the reason is cut to fit a control frame (at a
+    character boundary: a reason that is not UTF-8 would itself be a 1007)."""
+    reason = close.reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
+    payload = close.code.to_bytes(2, "big") + reason
     return bytes([0x80 | _CLOSE, len(payload)]) + payload
 
 
