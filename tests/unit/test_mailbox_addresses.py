@@ -5,7 +5,14 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from wormhole_mailbox.addresses import Network, PeerAddress, parse_ip, parse_port, peer_address
+from wormhole_mailbox.addresses import (
+    Network,
+    PeerAddress,
+    is_trusted_proxy,
+    parse_ip,
+    parse_port,
+    peer_address,
+)
 
 PROXY = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
 NONE: tuple[Network, ...] = ()
@@ -156,3 +163,11 @@ def test_parse_ip_and_port() -> None:
     assert parse_ip("example.org") is None
     assert parse_port("8080") == 8080
     assert parse_port("\u0663") is None  # an Arabic-Indic digit: int() takes it, we do not
+
+
+def test_is_trusted_proxy() -> None:
+    assert is_trusted_proxy("10.1.2.3", PROXY)
+    assert is_trusted_proxy("::ffff:10.1.2.3", PROXY)
+    assert not is_trusted_proxy("192.0.2.1", PROXY)
+    assert not is_trusted_proxy("10.1.2.3", NONE)
+    assert not is_trusted_proxy("not-an-address", PROXY)

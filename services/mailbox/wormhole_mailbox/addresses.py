@@ -66,6 +66,12 @@ def _trusted(ip: IPAddress | None, proxies: Sequence[Network]) -> bool:
     return ip is not None and any(ip in net for net in proxies)
 
 
+def is_trusted_proxy(socket_host: str, proxies: Sequence[Network]) -> bool:
+    """Whether the client's address comes from this peer's headers rather than the socket:
+    per-address limits can then only be applied once the request head is read."""
+    return _trusted(parse_ip(socket_host), proxies)
+
+
 def _forwarded_for(
     headers: Sequence[tuple[bytes, bytes]], proxies: Sequence[Network]
 ) -> IPAddress | None:
