@@ -121,7 +121,7 @@ async def test_client_versions(database_url: str) -> None:
 async def prune(server: MailboxServer, now: float) -> PruneReport:
     """One pruning run at `now`; waits out the server's own start-up run holding the lock."""
     while True:
-        report: PruneReport = await server.prune_once(now)
+        report: PruneReport = await server.pruner.prune_once(now)
         if report.ran:
             return report
         await trio.sleep(0.01)

@@ -115,7 +115,7 @@ async def test_pruning_counts_runs_and_what_it_removed(database_url: str) -> Non
             name = (await a.command(type="allocate"))["nameplate"]
             await a.command(type="claim", nameplate=name)
         before = await scrape(port(server))
-        await server.prune_once(time.time() + 3600)
+        await server.pruner.prune_once(time.time() + 3600)
         page = await scrape(port(server))
     assert page.value(f"{P}_prune_runs_total", outcome="ran") == (
         before.value(f"{P}_prune_runs_total", outcome="ran") + 1)

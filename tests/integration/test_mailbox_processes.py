@@ -144,8 +144,8 @@ async def test_pruning_on_one_server_keeps_another_servers_live_channel(database
             await gone.ack_only(type="open", mailbox="abandoned")
             await gone.ws.aclose()
             later = time.time() + 500
-            await two.prune_once(later)  # two touches what it serves
-            report = await one.prune_once(later + 200)  # 700 s after the abandoned one
+            await two.pruner.prune_once(later)  # two touches what it serves
+            report = await one.pruner.prune_once(later + 200)  # 700 s after the abandoned one
             assert report.mailboxes == 1
             await live.ack_only(type="add", phase="pake", body="still here", id="0001")
             assert (await live.recv())["body"] == "still here"
