@@ -257,7 +257,7 @@ async def test_replay_never_loses_or_duplicates_concurrent_adds(database_url: st
                 await reader.bind("rrrr")  # the same side on every connection: no crowding
                 await reader.ack_only(type="open", mailbox="busy")
                 await _collect(reader, total, got)
-                await reader.expect_silence(0.1)
+                await reader.barrier()
 
         echoes: list[dict[str, Any]] = []
         async with trio.open_nursery() as nursery:

@@ -55,6 +55,7 @@ class Client:
     def __init__(self, ws: WebSocketConnection) -> None:
         self.ws = ws
         self.received: list[dict[str, Any]] = []
+        self.pings = 0
 
     async def send(self, **msg: Any) -> None:
         await self.ws.send_message(json.dumps(msg))
@@ -94,10 +95,17 @@ class Client:
     async def bind(self, side: str, appid: str = "app") -> None:
         await self.ack_only(type="bind", appid=appid, side=side, client_version=["test", "1"])
 
-    async def expect_silence(self, seconds: float = 0.2) -> None:
-        with trio.move_on_after(seconds):
-            msg = await self.ws.get_message()
-            raise AssertionError(f"unexpected frame {msg!r}")
+    async def barrier(self) -> None:
+        """Nothing else is queued for this client: the next frames are a ping's ack and pong.
+
+        Frames are written in the order they were queued, so this proves that nothing caused
+        before the ping (a replay, a delivery to this connection) produced a frame.
+        """
+        self.pings += 1
+        token = f"barrier-{self.pings}"
+        await self.send(type="ping", ping=token, id=token)
+        assert await self.recv() == {"type": "ack", "id": token}
+        assert await self.recv() == {"type": "pong", "pong": token}
 
 
 @asynccontextmanager
