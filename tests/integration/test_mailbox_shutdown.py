@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, wrap_client_stream
+from trio_websocket import ConnectionClosed
 from wormhole_common.database import Database
 from wormhole_common.migrations import migrate
 from wormhole_mailbox.server import MailboxServer
 
-from tests.support.mailbox import Client, mailbox_settings
+from tests.support.mailbox import client, mailbox_settings
 
 GRACE = 30  # far longer than the test may take
 
@@ -30,22 +30,14 @@ async def test_stop_closes_connections_1001_and_returns_without_waiting_for_grac
         returned.set()
 
     async def connected(server: MailboxServer, side: str, opened: trio.Event) -> None:
-        # Our own stream: after a close the server starts, trio-websocket's client leaves its
-        # socket for the garbage collector.
-        assert server.port is not None
-        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream, \
-                trio.open_nursery() as nursery:
-            ws = await wrap_client_stream(nursery, stream, "127.0.0.1", "/v1")
-            c = Client(ws)
-            await c.recv()  # welcome
+        async with client(server) as c:
             await c.bind(side)
             await c.ack_only(type="open", mailbox="mb")
             opened.set()
             with pytest.raises(ConnectionClosed) as closed:
                 while True:
-                    await ws.get_message()
+                    await c.ws.get_message()
             closes.append((closed.value.reason.code, closed.value.reason.reason))
-            nursery.cancel_scope.cancel()
 
     try:
         with trio.fail_after(10):

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
-from trio_websocket import WebSocketConnection, open_websocket_url
+from trio_websocket import WebSocketConnection, wrap_client_stream
 from wormhole_common.database import Database
 from wormhole_common.migrations import migrate
 from wormhole_mailbox.server import MailboxServer
@@ -110,8 +110,21 @@ class Client:
 
 @asynccontextmanager
 async def client(server: MailboxServer) -> AsyncIterator[Client]:
-    async with open_websocket_url(url(server)) as ws:
-        c = Client(ws)
-        welcome = await c.recv()
-        assert welcome["type"] == "welcome"
-        yield c
+    """A client on a TCP stream we own: trio-websocket's client leaves its socket open when
+    the server closes first (a refused permission, a shutdown)."""
+    assert server.port is not None
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    try:
+        async with trio.open_nursery() as nursery:
+            ws = await wrap_client_stream(nursery, stream, "127.0.0.1", "/v1")
+            try:
+                c = Client(ws)
+                welcome = await c.recv()
+                assert welcome["type"] == "welcome"
+                yield c
+            finally:
+                with trio.move_on_after(2):
+                    await ws.aclose()
+                nursery.cancel_scope.cancel()
+    finally:
+        await trio.aclose_forcefully(stream)
