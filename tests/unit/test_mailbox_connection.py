@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 from wormhole_mailbox.addresses import PeerAddress
 from wormhole_mailbox.batcher import StoreFailed
-from wormhole_mailbox.connection import ConnectionHandler, Services, encode
+from wormhole_mailbox.connection import ConnectionHandler, Services
 from wormhole_mailbox.front import serve_stream
 from wormhole_mailbox.hub import Hub
 from wormhole_mailbox.metrics import MailboxMetrics
@@ -98,11 +98,6 @@ async def bound(h: Harness, side: str = "s1") -> WebSocketConnection:
     await send(ws, type="bind", appid="app", side=side, id=1)
     assert await recv(ws) == {"type": "ack", "id": 1}
     return ws
-
-
-def test_encode_appends_server_tx() -> None:
-    assert json.loads(encode({"type": "ack", "id": None}, 1.25)) == {
-        "type": "ack", "id": None, "server_tx": 1.25}
 
 
 async def test_welcome_names_the_peer_and_ping_is_answered_in_order() -> None:

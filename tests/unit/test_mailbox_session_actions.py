@@ -181,7 +181,10 @@ def test_connection_troubles_close_without_flushing() -> None:
     ("new", {"type": "bind", "appid": "a", "side": "s", "client_version": "x"},
      "'client_version' must be a list of [implementation, version]", "malformed"),
     ("new", {"type": "bind", "appid": "a\u0000", "side": "s"},
-     "'appid' must not contain NUL characters", "malformed"),
+     "'appid' must not contain control characters", "bad_characters"),
+    ("new", {"type": "bind", "appid": "a" * 257, "side": "s"},
+     "'appid' is too long (at most 256 characters)", "too_long"),
+    ("bound", {"type": "claim", "nameplate": "1" * 41}, "invalid nameplate", "invalid_nameplate"),
     ("bound", {"type": "bind", "appid": "a", "side": "s"}, "already bound", "sequence"),
     ("bound", {"type": "nonsense"}, "unknown type", "unknown_type"),
     ("bound", {"type": "claim", "nameplate": "x"}, "invalid nameplate", "invalid_nameplate"),
@@ -220,3 +223,27 @@ def test_stamp_refusals_are_permission_denied() -> None:
     ((text, kind),) = errors_of(actions)
     assert text.startswith("permission denied: ") and kind == "permission_denied"
     assert not any(isinstance(a, CloseConnection) for a in actions)
+
+
+@pytest.mark.parametrize(("raw", "text", "kind"), [
+    ('{"type": "ping", "ping": 1e400}', "'ping' contains a number out of range", "out_of_range"),
+    ('{"type": "ping", "ping": NaN}', "message is not valid JSON", "malformed"),
+    ('{"type": "ping", "id": ' + "[" * 40 + "]" * 40 + "}",
+     "message is nested too deeply (at most 32 levels)", "too_deep"),
+    ('{"type": "ping", "ping": ' + "9" * 5000 + "}", "'ping' contains a number out of range",
+     "out_of_range"),
+])
+def test_numbers_and_nesting_json_cannot_carry_are_refused_without_an_ack(
+    raw: str, text: str, kind: str,
+) -> None:
+    actions = bound().receive(raw, NOW)
+    assert errors_of(actions) == [(text, kind)]
+    assert Count(Metric.COMMANDS, "invalid") in actions
+    assert not [a for a in actions if isinstance(a, Send) and a.frame["type"] == "ack"]
+
+
+def test_an_add_with_a_long_id_is_refused_naming_the_field() -> None:
+    actions = send(opened(), type="add", phase="p", body="b", id="x" * 300)
+    assert errors_of(actions) == [
+        ("'id' is too long (at most 256 characters as JSON)", "too_long")]
+    assert not [a for a in actions if isinstance(a, Perform)]

@@ -10,7 +10,6 @@ Nothing here decides protocol: every frame, subscription, close and count comes 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,6 +37,7 @@ from wormhole_mailbox.hub import Hub, Subscriber
 from wormhole_mailbox.metrics import MailboxMetrics
 from wormhole_mailbox.ops import Key, Op, Result
 from wormhole_mailbox.session import Session, SessionConfig, ping_timeout, shutting_down, too_slow
+from wormhole_mailbox.validation import encode_frame
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +56,6 @@ class Services:
     metrics: MailboxMetrics
     ping_interval: float
     ping_timeout: float
-
-
-def encode(frame: Frame, server_tx: float) -> str:
-    """The frame as JSON text with `server_tx` appended (frames never carry one already)."""
-    text = json.dumps(frame)
-    return f'{text[:-1]}, "server_tx": {server_tx!r}}}'
 
 
 class ClientConnection:
@@ -210,7 +204,7 @@ class ClientConnection:
                 frames = await receive_batch(self._queued, WRITE_BATCH)
                 now = time.time()
                 for frame in frames:
-                    await self.ws.send_message(encode(frame, now))
+                    await self.ws.send_message(encode_frame(frame, now))
         except (trio.EndOfChannel, ConnectionClosed):
             pass
         finally:

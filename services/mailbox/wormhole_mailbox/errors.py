@@ -11,6 +11,11 @@ from enum import StrEnum
 
 class ErrorKind(StrEnum):
     MALFORMED = "malformed"  # not JSON, not an object, a field missing or of the wrong type
+    TOO_DEEP = "too_deep"  # a frame nested deeper than the protocol allows
+    OUT_OF_RANGE = "out_of_range"  # a number JSON cannot represent (1e400, 5000 digits)
+    TOO_LONG = "too_long"  # a field longer than its limit
+    BAD_CHARACTERS = "bad_characters"  # control characters, NUL, lone surrogates in a field
+    REFUSED_LIMIT = "refused_limit"  # a quota of the client's address (limits.py)
     UNBOUND = "unbound"  # a command before `bind`
     UNKNOWN_TYPE = "unknown_type"
     SEQUENCE = "sequence"  # a command out of order or repeated (only one claim, ...)
@@ -21,7 +26,7 @@ class ErrorKind(StrEnum):
     EXHAUSTED = "exhausted"  # no free nameplate to allocate
     GONE = "gone"  # an `add` to a mailbox that was retired
     INTERNAL = "internal"  # the database failed
-    OTHER = "other"  # a refusal the store passed on that this set does not name
+    OTHER = "other"  # a refusal text the SQL functions returned that this set does not name
 
 
 class ProtocolError(Exception):

@@ -31,15 +31,6 @@ from wormhole_mailbox.actions import (
 from wormhole_mailbox.addresses import PeerAddress
 from wormhole_mailbox.allocation import is_valid_nameplate
 from wormhole_mailbox.errors import ErrorKind, ProtocolError
-from wormhole_mailbox.fields import (
-    client_version,
-    decode,
-    error_frame,
-    malformed,
-    optional_string,
-    storable_json,
-    string,
-)
 from wormhole_mailbox.ops import (
     Add,
     Allocate,
@@ -52,6 +43,18 @@ from wormhole_mailbox.ops import (
     Refused,
     Release,
     Result,
+)
+from wormhole_mailbox.validation import (
+    FrameRefused,
+    check_string,
+    client_version,
+    decode_frame,
+    error_frame,
+    malformed,
+    message_id,
+    optional,
+    present,
+    required,
 )
 
 PERMISSION_DENIED = "permission denied"
@@ -95,6 +98,7 @@ def _check_stamp(
     stamp = msg.get("stamp")
     if method != "hashcash" or not isinstance(stamp, str):
         raise ProtocolError(ErrorKind.PERMISSION_DENIED, PERMISSION_DENIED)
+    check_string(stamp, "stamp")
     assert config.hashcash_bits is not None and resource is not None
     try:
         hashcash.check_stamp(stamp, resource=resource, bits=config.hashcash_bits, now=now)
@@ -135,14 +139,11 @@ class Session:
 
     def receive(self, raw: str | bytes, now: float) -> list[Action]:
         try:
-            msg = decode(raw)
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
-            return _invalid("message is not valid JSON", text)
-        if not isinstance(msg, dict):
-            return _invalid("message must be a JSON object", msg)
+            msg = decode_frame(raw)
+        except FrameRefused as exc:
+            return _invalid(exc.kind, exc.text, exc.orig)
         if "type" not in msg:
-            return _invalid("missing 'type'", msg)
+            return _invalid(ErrorKind.MALFORMED, "missing 'type'", msg)
         actions: list[Action] = [Count(Metric.COMMANDS, command_label(msg["type"])),
                                  Send({"type": "ack", "id": msg.get("id")})]
         try:
@@ -183,7 +184,7 @@ class Session:
         if kind == "open":
             if self.mailbox is not None:
                 raise _sequence("only one open per connection")
-            mailbox = string(msg, "mailbox", "open requires 'mailbox'")
+            mailbox = required(msg, "mailbox", "open requires 'mailbox'")
             return [Subscribe((app, mailbox)), Perform(Open(app, side, mailbox, now), msg)]
         if kind == "add":
             return [Perform(self._add(msg, now), msg)]
@@ -196,8 +197,8 @@ class Session:
     def _bind(self, msg: Frame, now: float) -> list[Action]:
         if self.app is not None:
             raise _sequence("already bound")
-        app = string(msg, "appid", "bind requires 'appid'")
-        side = string(msg, "side", "bind requires 'side'")
+        app = required(msg, "appid", "bind requires 'appid'")
+        side = required(msg, "side", "bind requires 'side'")
         implementation, version = client_version(msg)
         if not self.permitted:
             return [*error(ErrorKind.PERMISSION_DENIED, PERMISSION_DENIED, msg),
@@ -208,13 +209,13 @@ class Session:
 
     def _claim(self, msg: Frame, now: float) -> Claim:
         assert self.app is not None and self.side is not None
-        name = string(msg, "nameplate", "claim requires 'nameplate'")
+        name = present(msg, "nameplate", "claim requires 'nameplate'")
         if self.did_claim:
             raise _sequence("only one claim per connection")
         # Set before validation: a failed claim still uses up the connection's one claim.
         self.did_claim = True
         self.claimed = name
-        if not is_valid_nameplate(name):
+        if not is_valid_nameplate(check_string(name, "nameplate")):
             raise ProtocolError(ErrorKind.INVALID_NAMEPLATE, "invalid nameplate")
         return Claim(self.app, self.side, name, now)
 
@@ -222,7 +223,7 @@ class Session:
         assert self.app is not None and self.side is not None
         if self.did_release:
             raise _sequence("only one release per connection")
-        name = optional_string(msg, "nameplate")
+        name = optional(msg, "nameplate")
         if name is not None:
             if self.claimed is not None and name != self.claimed:
                 raise _sequence("release and claim must use same nameplate")
@@ -236,17 +237,17 @@ class Session:
         assert self.app is not None and self.side is not None
         if self.mailbox is None:
             raise _sequence("must open mailbox before adding")
-        phase = string(msg, "phase", "missing 'phase'")
-        body = string(msg, "body", "missing 'body'")
-        msg_id = storable_json(msg.get("id"), "id")
+        phase = required(msg, "phase", "missing 'phase'")
+        body = required(msg, "body", "missing 'body'")
+        msg_id = message_id(msg)
         return Add(self.app, self.side, self.mailbox, phase, body, now, msg_id)
 
     def _close(self, msg: Frame, now: float) -> Close:
         assert self.app is not None and self.side is not None
         if self.did_close:
             raise _sequence("only one close per connection")
-        mailbox = optional_string(msg, "mailbox")
-        mood = optional_string(msg, "mood")
+        mailbox = optional(msg, "mailbox")
+        mood = optional(msg, "mood")
         if mailbox is not None:
             if self.mailbox is not None and mailbox != self.mailbox:
                 raise _sequence("open and close must use same mailbox")
@@ -313,6 +314,6 @@ def shutting_down() -> list[Action]:
     return [CloseConnection(1001, "server shutting down", flush=False)]
 
 
-def _invalid(text: str, orig: Any) -> list[Action]:
+def _invalid(kind: ErrorKind, text: str, orig: Any) -> list[Action]:
     """A frame that is not a command at all: no ack, an error."""
-    return [Count(Metric.COMMANDS, "invalid"), *error(ErrorKind.MALFORMED, text, orig)]
+    return [Count(Metric.COMMANDS, "invalid"), *error(kind, text, orig)]
