@@ -236,17 +236,23 @@ class ConnectionHandler:
         self.spent = hashcash.SpentStamps()  # shared: a stamp is spent for every connection
         self.connections: set[ClientConnection] = set()
 
-    async def __call__(self, request: WebSocketRequest, peer: PeerAddress) -> None:
+    async def __call__(
+        self, request: WebSocketRequest, peer: PeerAddress,
+    ) -> WebSocketConnection | None:
+        """Serve the upgrade; the connection (closed by now) if it was accepted."""
         # trio-websocket swallows a handler's exception silently; a bug must at least be logged.
         try:
-            await self._serve(request, peer)
+            return await self._serve(request, peer)
         except Exception:
             log.exception("connection handler failed")
+            return None
 
-    async def _serve(self, request: WebSocketRequest, peer: PeerAddress) -> None:
+    async def _serve(
+        self, request: WebSocketRequest, peer: PeerAddress,
+    ) -> WebSocketConnection | None:
         if request.path.rstrip("/") != "/v1":
             await request.reject(404, body=b"Not Found\n")
-            return
+            return None
         ws = await request.accept(extra_headers=[(b"Server", SERVER_HEADER)])
         self.services.metrics.connections["websocket"].inc()
         address = peer_address(peer.host, peer.port, request.headers, self.trusted_proxies)
@@ -259,3 +265,4 @@ class ConnectionHandler:
             self.connections.discard(connection)
             with trio.move_on_after(CLOSE_SECONDS):
                 await ws.aclose()
+        return ws
