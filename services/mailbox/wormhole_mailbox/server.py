@@ -135,19 +135,24 @@ class MailboxServer:
 
     async def serve(
         self, stop: trio.Event, *,
+        listeners: list[trio.SocketListener] | None = None,
+        metrics_listener: trio.SocketListener | None = None,
         task_status: trio.TaskStatus[MailboxServer] = trio.TASK_STATUS_IGNORED,
     ) -> None:
+        """Serve until `stop`; a worker passes the sockets its group bound for it."""
         async with trio.open_nursery() as background:
-            if self.settings.metrics_port:
+            if metrics_listener is not None:
+                await background.start(self.endpoint.serve_listeners, [metrics_listener])
+            elif self.settings.metrics_port:
                 await background.start(
                     self.endpoint.serve, self.settings.metrics_host, self.settings.metrics_port)
             background.start_soon(self.batcher.run)
             background.start_soon(self._prune_loop)
             await background.start(self._listen_loop)
             async with trio.open_nursery() as handlers:
-                listeners = await trio.open_tcp_listeners(
-                    self.settings.port, host=self.settings.host
-                )
+                if listeners is None:
+                    listeners = await trio.open_tcp_listeners(
+                        self.settings.port, host=self.settings.host)
                 self.port = listeners[0].socket.getsockname()[1]
                 accepting = trio.CancelScope()
 
