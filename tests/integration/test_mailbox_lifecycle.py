@@ -121,7 +121,7 @@ async def test_client_versions(database_url: str) -> None:
 async def prune(server: MailboxServer, now: float) -> PruneReport:
     """One pruning run at `now`; waits out the server's own start-up run holding the lock."""
     while True:
-        report: PruneReport = await server.prune_once(now)
+        report: PruneReport = await server.pruner.prune_once(now)
         if report.ran:
             return report
         await trio.sleep(0.01)
@@ -257,7 +257,7 @@ async def test_replay_never_loses_or_duplicates_concurrent_adds(database_url: st
                 await reader.bind("rrrr")  # the same side on every connection: no crowding
                 await reader.ack_only(type="open", mailbox="busy")
                 await _collect(reader, total, got)
-                await reader.expect_silence(0.1)
+                await reader.barrier()
 
         echoes: list[dict[str, Any]] = []
         async with trio.open_nursery() as nursery:
@@ -291,10 +291,6 @@ async def _expect_closed_by_server(c: Client, code: int) -> None:
         assert exc.reason is not None and exc.reason.code == code
     else:
         raise AssertionError("the connection should have been closed")
-    finally:
-        # trio-websocket 0.12's client never closes its own socket when the server started the
-        # close handshake (it waits for the server's TCP close, then returns early from aclose).
-        await c.ws._stream.aclose()
 
 
 async def test_hashcash_admission(database_url: str) -> None:

@@ -72,12 +72,12 @@ async def test_bad_frames_count_as_errors_by_kind_and_unknown_moods_are_other(
     async with serving(database_url, metrics_port=free_port()) as server:
         async with client(server) as a, client(server) as b:
             await a.send_raw("{not json")
-            assert (await a.recv())["type"] == "error"
+            assert (await a.recv())["error"] == "message is not valid JSON"
             await a.send(type="allocate", id="2")
-            await a.recv_type("error")
+            assert (await a.recv_type("error"))["error"] == "must bind first"
             await pair(a, b)
             await a.send(type="fly", id="1")
-            await a.recv_type("error")
+            assert (await a.recv_type("error"))["error"] == "unknown type"
             page = await scrape(port(server))
             assert page.value(f"{P}_connections_open") == 2
             assert page.value(f"{P}_nameplates_in_use") == 1
@@ -115,7 +115,7 @@ async def test_pruning_counts_runs_and_what_it_removed(database_url: str) -> Non
             name = (await a.command(type="allocate"))["nameplate"]
             await a.command(type="claim", nameplate=name)
         before = await scrape(port(server))
-        await server.prune_once(time.time() + 3600)
+        await server.pruner.prune_once(time.time() + 3600)
         page = await scrape(port(server))
     assert page.value(f"{P}_prune_runs_total", outcome="ran") == (
         before.value(f"{P}_prune_runs_total", outcome="ran") + 1)

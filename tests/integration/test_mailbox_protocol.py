@@ -112,7 +112,7 @@ async def test_pipelined_commands_are_answered_in_order(database_url: str) -> No
             ("ack", "06"), ("claimed", None),
             ("ack", "07"), ("closed", None),
         ]
-        await c.expect_silence(0.1)
+        await c.barrier()
 
 
 async def test_ping_pong_before_and_after_bind(database_url: str) -> None:
@@ -185,41 +185,48 @@ async def test_ack_ids_are_echoed_verbatim(database_url: str) -> None:
 
 async def test_malformed_frames_get_errors_and_the_connection_stays(database_url: str) -> None:
     async with serving(database_url) as server, client(server) as c:
-        for raw in ["{not json", "[1, 2]", '"just a string"', "42", "null"]:
+        not_json = "message is not valid JSON"
+        not_object = "message must be a JSON object"
+        for raw, text in [("{not json", not_json), ("[1, 2]", not_object),
+                          ('"just a string"', not_object), ("42", not_object),
+                          ("null", not_object)]:
             await c.send_raw(raw)
-            reply = await c.recv()
-            assert reply["type"] == "error", (raw, reply)
+            assert await c.recv() == {"type": "error", "error": text,
+                                      "orig": raw if text == not_json else json.loads(raw)}
         await c.send_raw(b"\xff\xfe not utf-8")
-        assert (await c.recv())["type"] == "error"
+        assert (await c.recv())["error"] == not_json
         # A binary frame carrying JSON is treated like text.
         await c.send_raw(b'{"type": "ping", "ping": "bin", "id": "b1"}')
         assert await c.recv() == {"type": "ack", "id": "b1"}
         assert await c.recv() == {"type": "pong", "pong": "bin"}
         # Wrong field types: an error, never a dropped connection.
-        bad_bind: list[dict[str, Any]] = [
-            {"type": "bind", "appid": 5, "side": "s"},
-            {"type": "bind", "appid": "app", "side": ["s"]},
-            {"type": "bind", "appid": "app", "side": "s", "client_version": ["x"]},
+        bad_bind: list[tuple[dict[str, Any], str]] = [
+            ({"type": "bind", "appid": 5, "side": "s"}, "'appid' must be a string"),
+            ({"type": "bind", "appid": "app", "side": ["s"]}, "'side' must be a string"),
+            ({"type": "bind", "appid": "app", "side": "s", "client_version": ["x"]},
+             "'client_version' must be a list of [implementation, version]"),
         ]
-        for msg in bad_bind:
-            assert (await c.command(**msg))["type"] == "error"
+        bad_bound: list[tuple[dict[str, Any], str]] = [
+            ({"type": "claim", "nameplate": 7}, "'nameplate' must be a string"),
+            ({"type": "release", "nameplate": 7}, "'nameplate' must be a string"),
+            ({"type": "open", "mailbox": {"id": "x"}}, "'mailbox' must be a string"),
+        ]
+        bad_open: list[tuple[dict[str, Any], str]] = [
+            ({"type": "add", "phase": 1, "body": "b"}, "'phase' must be a string"),
+            ({"type": "add", "phase": "p", "body": {"x": 1}}, "'body' must be a string"),
+            ({"type": "close", "mood": ["happy"]}, "'mood' must be a string"),
+        ]
+        for msg, text in bad_bind:
+            assert await c.command(**msg) == {"type": "error", "error": text,
+                                              "orig": {**msg, "id": "c0de"}}
         await c.bind("side")
-        bad_bound: list[dict[str, Any]] = [
-            {"type": "claim", "nameplate": 7},
-            {"type": "release", "nameplate": 7},
-            {"type": "open", "mailbox": {"id": "x"}},
-        ]
-        for msg in bad_bound:
-            reply = await c.command(**msg)
-            assert reply["type"] == "error" and reply["orig"]["type"] == msg["type"]
+        for msg, text in bad_bound:
+            assert await c.command(**msg) == {"type": "error", "error": text,
+                                              "orig": {**msg, "id": "c0de"}}
         await c.ack_only(type="open", mailbox="mb")
-        bad_open: list[dict[str, Any]] = [
-            {"type": "add", "phase": 1, "body": "b"},
-            {"type": "add", "phase": "p", "body": {"x": 1}},
-            {"type": "close", "mood": ["happy"]},
-        ]
-        for msg in bad_open:
-            assert (await c.command(**msg))["type"] == "error"
+        for msg, text in bad_open:
+            assert await c.command(**msg) == {"type": "error", "error": text,
+                                              "orig": {**msg, "id": "c0de"}}
         echo = await add(c, "p", "beef")
         assert echo["body"] == "beef"
         assert await c.command(type="close", mood="happy") == {"type": "closed"}
@@ -231,20 +238,25 @@ async def test_values_postgresql_cannot_store_are_errors_not_dropped_connections
     async with serving(database_url) as server, client(server) as c:
         await c.send_raw('{"type": "bind", "appid": "app\\u0000", "side": "s", "id": 1}')
         assert await c.recv() == {"type": "ack", "id": 1}
-        assert (await c.recv())["type"] == "error"
+        assert (await c.recv())["error"] == "'appid' must not contain NUL characters"
         await c.send_raw('{"type": "ping", "ping": NaN}')
-        assert (await c.recv())["type"] == "error"
+        assert (await c.recv())["error"] == "message is not valid JSON"
         await c.bind("side")
         await c.ack_only(type="open", mailbox="mb")
-        for raw in ['{"type": "add", "phase": "p", "body": "\\u0000"}',
-                    '{"type": "add", "phase": "p", "body": "\\ud800"}',
-                    '{"type": "add", "phase": "p", "body": "b", "id": "\\u0000"}',
-                    '{"type": "add", "phase": "p", "body": "b", "id": NaN}']:
+        for raw, text in [
+            ('{"type": "add", "phase": "p", "body": "\\u0000"}',
+             "'body' must not contain NUL characters"),
+            ('{"type": "add", "phase": "p", "body": "\\ud800"}', "'body' must be valid Unicode"),
+            ('{"type": "add", "phase": "p", "body": "b", "id": "\\u0000"}',
+             "'id' must not contain NUL characters"),
+            ('{"type": "add", "phase": "p", "body": "b", "id": NaN}',
+             "message is not valid JSON"),
+        ]:
             await c.send_raw(raw)
             reply = await c.recv()
             if reply["type"] == "ack":
                 reply = await c.recv()
-            assert reply["type"] == "error", (raw, reply)
+            assert (reply["type"], reply["error"]) == ("error", text), raw
         assert (await add(c, "p", "ok"))["body"] == "ok"
         assert await count(database_url, "messages") == 1
 
@@ -455,7 +467,7 @@ async def test_crowded_open_of_standalone_mailbox(database_url: str) -> None:
             assert reply["error"] == "must open mailbox before adding"
             echo = await add(b, "p", "bb")
             assert await a.recv() == echo
-            await c.expect_silence(0.1)
+            await c.barrier()
             assert await a.command(type="close", mood="happy") == {"type": "closed"}
             assert await b.command(type="close", mood="happy") == {"type": "closed"}
         assert await mailbox_results(database_url) == ["crowded"]
@@ -503,7 +515,7 @@ async def test_open_replays_own_and_peer_messages_identical_to_live(database_url
                 await again.ack_only(type="open", mailbox=mailbox)
                 replay = [await again.recv() for _ in live]
                 assert replay == live  # same side, phase, body, server_rx (exact float) and id
-                await again.expect_silence(0.1)
+                await again.barrier()
 
 
 async def test_open_subscribes_for_later_messages(database_url: str) -> None:
@@ -540,10 +552,10 @@ async def test_same_mailbox_id_in_two_apps_is_independent(database_url: str) -> 
         await a.ack_only(type="open", mailbox="shared")
         mine = await add(a, "p", "aa")
         await b.ack_only(type="open", mailbox="shared")
-        await b.expect_silence(0.1)  # no replay of app1's message
+        await b.barrier()  # no replay of app1's message
         theirs = await add(b, "p", "bb")
         assert theirs["body"] == "bb"
-        await a.expect_silence(0.1)
+        await a.barrier()
         assert await a.command(type="close", mood="happy") == {"type": "closed"}
         assert await query(database_url, "SELECT app_id FROM mailboxes") == [("app2",)]
         assert await query(database_url, "SELECT body FROM messages") == [("bb",)]
@@ -617,7 +629,7 @@ async def test_closed_mailbox_drops_its_subscribers(database_url: str) -> None:
         _, mailbox = await pair(a, b)
         await a.command(type="close", mood="happy")
         echo = await add(b, "late", "ff")
-        await a.expect_silence(0.1)  # a unsubscribed at close
+        await a.barrier()  # a unsubscribed at close
         assert echo["phase"] == "late"
         await b.command(type="close", mood="happy")
         assert server.hub.subscribed_mailboxes() == []

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
-from trio_websocket import WebSocketConnection, open_websocket_url
+from trio_websocket import WebSocketConnection, wrap_client_stream
 from wormhole_common.database import Database
 from wormhole_common.migrations import migrate
 from wormhole_mailbox.server import MailboxServer
@@ -55,6 +55,7 @@ class Client:
     def __init__(self, ws: WebSocketConnection) -> None:
         self.ws = ws
         self.received: list[dict[str, Any]] = []
+        self.pings = 0
 
     async def send(self, **msg: Any) -> None:
         await self.ws.send_message(json.dumps(msg))
@@ -94,16 +95,36 @@ class Client:
     async def bind(self, side: str, appid: str = "app") -> None:
         await self.ack_only(type="bind", appid=appid, side=side, client_version=["test", "1"])
 
-    async def expect_silence(self, seconds: float = 0.2) -> None:
-        with trio.move_on_after(seconds):
-            msg = await self.ws.get_message()
-            raise AssertionError(f"unexpected frame {msg!r}")
+    async def barrier(self) -> None:
+        """Nothing else is queued for this client: the next frames are a ping's ack and pong.
+
+        Frames are written in the order they were queued, so this proves that nothing caused
+        before the ping (a replay, a delivery to this connection) produced a frame.
+        """
+        self.pings += 1
+        token = f"barrier-{self.pings}"
+        await self.send(type="ping", ping=token, id=token)
+        assert await self.recv() == {"type": "ack", "id": token}
+        assert await self.recv() == {"type": "pong", "pong": token}
 
 
 @asynccontextmanager
 async def client(server: MailboxServer) -> AsyncIterator[Client]:
-    async with open_websocket_url(url(server)) as ws:
-        c = Client(ws)
-        welcome = await c.recv()
-        assert welcome["type"] == "welcome"
-        yield c
+    """A client on a TCP stream we own: trio-websocket's client leaves its socket open when
+    the server closes first (a refused permission, a shutdown)."""
+    assert server.port is not None
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    try:
+        async with trio.open_nursery() as nursery:
+            ws = await wrap_client_stream(nursery, stream, "127.0.0.1", "/v1")
+            try:
+                c = Client(ws)
+                welcome = await c.recv()
+                assert welcome["type"] == "welcome"
+                yield c
+            finally:
+                with trio.move_on_after(2):
+                    await ws.aclose()
+                nursery.cancel_scope.cancel()
+    finally:
+        await trio.aclose_forcefully(stream)

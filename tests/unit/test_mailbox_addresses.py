@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 
-from wormhole_mailbox.addresses import Network, PeerAddress, peer_address
+import pytest
+from wormhole_mailbox.addresses import (
+    Network,
+    PeerAddress,
+    is_trusted_proxy,
+    parse_ip,
+    parse_port,
+    peer_address,
+)
 
 PROXY = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
 NONE: tuple[Network, ...] = ()
@@ -91,3 +99,75 @@ def test_real_ip_wins_over_forwarded_for() -> None:
 
 def test_trusted_proxy_without_headers_is_the_socket_peer() -> None:
     assert peer_address("10.1.2.3", 55, [], PROXY) == PeerAddress("10.1.2.3", 55)
+
+
+# -- garbled proxy headers are not believed (issue 10) -------------------------------------------
+
+
+@pytest.mark.parametrize("real_ip", [b"not-an-address", b"1.2.3.4, 5.6.7.8", b"1.2.3.4 5.6.7.8",
+                                     b"[2001:db8::1]", b"1.2.3.4:80", b"", b"fe80::1%eth0",
+                                     b"01.2.3.4", b"203.0.113.5\x00"])
+def test_garbled_real_ip_falls_back_to_the_socket_peer(real_ip: bytes) -> None:
+    headers = [(b"X-Real-IP", real_ip), (b"X-Real-Port", b"999")]
+    assert peer_address("10.1.2.3", 55, headers, PROXY) == PeerAddress("10.1.2.3", 55)
+
+
+def test_repeated_real_ip_is_not_believed() -> None:
+    headers = [(b"X-Real-IP", b"203.0.113.5"), (b"X-Real-IP", b"198.51.100.1")]
+    assert peer_address("10.1.2.3", 55, headers, PROXY) == PeerAddress("10.1.2.3", 55)
+
+
+def test_garbled_real_ip_falls_back_to_forwarded_for() -> None:
+    headers = [(b"X-Real-IP", b"not-an-address"), (b"X-Forwarded-For", b"203.0.113.5")]
+    assert peer_address("10.1.2.3", 55, headers, PROXY) == PeerAddress("203.0.113.5", 55)
+
+
+@pytest.mark.parametrize("port", [b"99999", b"0", b"65536", b"-1", b"80, 81", b"\xd9\xa3",
+                                  b"1e3", b"", b"123456"])
+def test_real_port_out_of_range_uses_the_socket_port(port: bytes) -> None:
+    headers = [(b"X-Real-IP", b"203.0.113.5"), (b"X-Real-Port", port)]
+    assert peer_address("10.1.2.3", 55, headers, PROXY) == PeerAddress("203.0.113.5", 55)
+
+
+@pytest.mark.parametrize("port", [(b"1", 1), (b"65535", 65535), (b" 443 ", 443)])
+def test_real_port_in_range(port: tuple[bytes, int]) -> None:
+    headers = [(b"X-Real-IP", b"203.0.113.5"), (b"X-Real-Port", port[0])]
+    assert peer_address("10.1.2.3", 55, headers, PROXY).port == port[1]
+
+
+@pytest.mark.parametrize("forwarded", [b"garbage", b"203.0.113.5, garbage", b"garbage, 10.0.0.9",
+                                       b"203.0.113.5:1234", b", ,", b"[2001:db8::1]"])
+def test_garbled_forwarded_for_falls_back_to_the_socket_peer(forwarded: bytes) -> None:
+    headers = [(b"X-Forwarded-For", forwarded)]
+    assert peer_address("10.1.2.3", 55, headers, PROXY) == PeerAddress("10.1.2.3", 55)
+
+
+def test_garbage_left_of_the_client_is_not_looked_at() -> None:
+    headers = [(b"X-Forwarded-For", b"garbage, 203.0.113.5, 10.0.0.9")]
+    assert peer_address("10.1.2.3", 55, headers, PROXY) == PeerAddress("203.0.113.5", 55)
+
+
+def test_repeated_forwarded_for_headers_form_one_list() -> None:
+    headers = [(b"X-Forwarded-For", b"198.51.100.66"), (b"X-Forwarded-For", b"203.0.113.5")]
+    assert peer_address("10.1.2.3", 55, headers, PROXY) == PeerAddress("203.0.113.5", 55)
+
+
+def test_forwarded_for_mapped_ipv4_is_reported_as_ipv4() -> None:
+    headers = [(b"X-Forwarded-For", b"::ffff:203.0.113.5")]
+    assert peer_address("10.1.2.3", 55, headers, PROXY).welcome_form() == {
+        "port": 55, "ipv4": "203.0.113.5"}
+
+
+def test_parse_ip_and_port() -> None:
+    assert str(parse_ip("::ffff:192.0.2.1")) == "192.0.2.1"
+    assert parse_ip("example.org") is None
+    assert parse_port("8080") == 8080
+    assert parse_port("\u0663") is None  # an Arabic-Indic digit: int() takes it, we do not
+
+
+def test_is_trusted_proxy() -> None:
+    assert is_trusted_proxy("10.1.2.3", PROXY)
+    assert is_trusted_proxy("::ffff:10.1.2.3", PROXY)
+    assert not is_trusted_proxy("192.0.2.1", PROXY)
+    assert not is_trusted_proxy("10.1.2.3", NONE)
+    assert not is_trusted_proxy("not-an-address", PROXY)

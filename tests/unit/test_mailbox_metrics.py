@@ -2,55 +2,41 @@
 
 from __future__ import annotations
 
-import pytest
 from prometheus_client import CollectorRegistry
-from wormhole_common.observability import bounded
-from wormhole_mailbox.metrics import ERROR_KINDS, MailboxMetrics, error_kind
+from wormhole_mailbox.actions import LABELS, Count, Metric, command_label, mood_label
+from wormhole_mailbox.errors import ErrorKind
+from wormhole_mailbox.metrics import MailboxMetrics
 
 
-@pytest.mark.parametrize(("text", "kind"), [
-    ("message is not valid JSON", "malformed"),
-    ("message must be a JSON object", "malformed"),
-    ("missing 'type'", "malformed"),
-    ("bind requires 'appid'", "malformed"),
-    ("'side' must be a string", "malformed"),
-    ("'client_version' must be a list of [implementation, version]", "malformed"),
-    ("must bind first", "unbound"),
-    ("unknown type", "unknown_type"),
-    ("you already allocated one, don't be greedy", "sequence"),
-    ("only one claim per connection", "sequence"),
-    ("release and claim must use same nameplate", "sequence"),
-    ("close without mailbox must follow open", "sequence"),
-    ("must open mailbox before adding", "sequence"),
-    ("invalid nameplate", "invalid_nameplate"),
-    ("crowded", "crowded"),
-    ("reclaimed", "reclaimed"),
-    ("no free nameplate", "exhausted"),
-    ("mailbox is gone", "gone"),
-    ("permission denied: stamp expired", "permission_denied"),
-    ("internal server error", "internal"),
-    ("something new", "other"),
-    (None, "other"),
-])
-def test_error_texts_map_to_a_fixed_set_of_kinds(text: str | None, kind: str) -> None:
-    assert error_kind(text) == kind
-    assert kind in ERROR_KINDS
+def samples(metrics: MailboxMetrics, name: str, label: str) -> dict[str, float]:
+    return {s.labels[label]: s.value
+            for f in metrics.registry.collect() for s in f.samples if s.name == name}
 
 
 def test_free_strings_from_clients_become_other() -> None:
     metrics = MailboxMetrics(CollectorRegistry())
     for mood in ("happy", "side-1234", None, "x" * 500):
-        metrics.client_mood(mood)
+        metrics.count(Count(Metric.MOODS, mood_label(mood)))
     for kind in ("add", "../../etc", 7, None):
-        metrics.command(kind)
-    moods = {s.labels["mood"]: s.value
-             for f in metrics.registry.collect() for s in f.samples
-             if s.name == "wormhole_mailbox_client_moods_total"}
-    assert moods == {"happy": 1, "lonely": 0, "errory": 0, "scary": 0, "unwelcome": 0,
-                     "none": 1, "other": 2}
-    commands = {s.labels["type"]: s.value
-                for f in metrics.registry.collect() for s in f.samples
-                if s.name == "wormhole_mailbox_commands_total" and s.value}
-    assert commands == {"add": 1, "other": 1, "invalid": 2}
-    assert bounded("happy", ("happy",)) == "happy"
-    assert bounded("nope", ("happy",)) == "other"
+        metrics.count(Count(Metric.COMMANDS, command_label(kind)))
+    assert samples(metrics, "wormhole_mailbox_client_moods_total", "mood") == {
+        "happy": 1, "lonely": 0, "errory": 0, "scary": 0, "unwelcome": 0, "none": 1, "other": 2}
+    commands = samples(metrics, "wormhole_mailbox_commands_total", "type")
+    assert {k: v for k, v in commands.items() if v} == {"add": 1, "other": 1, "invalid": 2}
+
+
+def test_every_error_kind_is_a_label_of_its_own() -> None:
+    metrics = MailboxMetrics(CollectorRegistry())
+    for kind in ErrorKind:
+        metrics.count(Count(Metric.ERRORS, kind.value))
+    errors = samples(metrics, "wormhole_mailbox_errors_total", "kind")
+    assert errors == {kind.value: 1 for kind in ErrorKind}
+    assert set(errors) == set(LABELS[Metric.ERRORS])
+
+
+def test_drop_reasons_are_all_exported_at_zero() -> None:
+    metrics = MailboxMetrics(CollectorRegistry())
+    metrics.count(Count(Metric.DROPPED, "too_slow"))
+    dropped = samples(metrics, "wormhole_mailbox_connections_dropped_total", "reason")
+    assert dropped == {"handshake_timeout": 0, "too_slow": 1, "ping_timeout": 0,
+                       "permission_denied": 0, "database": 0}

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from wormhole_mailbox import hashcash
+from wormhole_mailbox.actions import Action, CloseConnection, Perform, Send
 from wormhole_mailbox.addresses import PeerAddress
+from wormhole_mailbox.errors import ErrorKind
 from wormhole_mailbox.ops import (
     Add,
     Allocate,
@@ -21,18 +24,62 @@ from wormhole_mailbox.ops import (
     Refused,
     Release,
 )
-from wormhole_mailbox.session import PERMISSION_DENIED, Session, Step, WelcomeConfig
+from wormhole_mailbox.session import PERMISSION_DENIED, Session, SessionConfig
 
 NOW = 1_700_000_000.0
 ADDRESS = PeerAddress("192.0.2.7", 5555)
 
 
+@dataclass
+class Step:
+    """The actions of one inbound frame, seen as frames sent, the op to perform and a close."""
+
+    actions: list[Action]
+
+    @property
+    def replies(self) -> list[dict[str, Any]]:
+        return frames(self.actions)
+
+    @property
+    def perform(self) -> Perform | None:
+        performs = [a for a in self.actions if isinstance(a, Perform)]
+        assert len(performs) <= 1 and (not performs or self.actions[-1] is performs[0])
+        return performs[0] if performs else None
+
+    @property
+    def op(self) -> Any:
+        return self.perform.op if self.perform else None
+
+    @property
+    def close(self) -> bool:
+        return any(isinstance(a, CloseConnection) for a in self.actions)
+
+
+def frames(actions: list[Action]) -> list[dict[str, Any]]:
+    return [a.frame for a in actions if isinstance(a, Send)]
+
+
+def receive(session: Session, raw: str | bytes, now: float = NOW) -> Step:
+    return Step(session.receive(raw, now))
+
+
+def complete(session: Session, step: Step, result: Any) -> list[dict[str, Any]]:
+    """The frames sent once the store answered `step`'s op with `result`."""
+    assert step.perform is not None
+    return frames(session.complete(step.perform, result))
+
+
+def welcome_of(session: Session, address: PeerAddress) -> dict[str, Any]:
+    (frame,) = frames(session.start(address))
+    return frame
+
+
 def send(session: Session, now: float = NOW, **msg: Any) -> Step:
-    return session.receive(json.dumps(msg), now)
+    return receive(session, json.dumps(msg), now)
 
 
 def send_dict(session: Session, msg: dict[str, Any]) -> Step:
-    return session.receive(json.dumps(msg), NOW)
+    return receive(session, json.dumps(msg))
 
 
 def errors(step: Step) -> list[str]:
@@ -48,11 +95,11 @@ def the_error(step: Step) -> str:
     return text
 
 
-def bound(side: str = "side1", app: str = "app1", config: WelcomeConfig | None = None) -> Session:
-    session = Session(config or WelcomeConfig())
+def bound(side: str = "side1", app: str = "app1", config: SessionConfig | None = None) -> Session:
+    session = Session(config or SessionConfig())
     step = send(session, type="bind", appid=app, side=side)
     assert isinstance(step.op, Bind)
-    assert session.complete(step.op, None, step.orig) == []
+    assert complete(session, step, None) == []
     return session
 
 
@@ -60,7 +107,7 @@ def run(session: Session, result: Any, now: float = NOW, **msg: Any) -> list[dic
     """Send a command that yields an op, complete it with `result`, return all replies."""
     step = send(session, now, **msg)
     assert step.op is not None, step.replies
-    return step.replies + session.complete(step.op, result, step.orig)
+    return step.replies + complete(session, step, result)
 
 
 def opened(mailbox: str = "mb1") -> Session:
@@ -73,7 +120,7 @@ def opened(mailbox: str = "mb1") -> Session:
 
 
 def test_missing_type_gets_error_and_no_ack() -> None:
-    session = Session(WelcomeConfig())
+    session = Session(SessionConfig())
     step = send(session, id="a9c5", ping=1)
     assert step.replies == [
         {"type": "error", "error": "missing 'type'", "orig": {"id": "a9c5", "ping": 1}}
@@ -83,17 +130,17 @@ def test_missing_type_gets_error_and_no_ack() -> None:
 
 @pytest.mark.parametrize("msg_id", ["a9c5", 7, 1.5, None, {"nested": [1]}, [], "", 0])
 def test_ack_echoes_id_verbatim(msg_id: Any) -> None:
-    step = send(Session(WelcomeConfig()), type="ping", ping=1, id=msg_id)
+    step = send(Session(SessionConfig()), type="ping", ping=1, id=msg_id)
     assert step.replies == [{"type": "ack", "id": msg_id}, {"type": "pong", "pong": 1}]
 
 
 def test_ack_without_id_is_null() -> None:
-    step = send(Session(WelcomeConfig()), type="ping", ping="x")
+    step = send(Session(SessionConfig()), type="ping", ping="x")
     assert step.replies[0] == {"type": "ack", "id": None}
 
 
 def test_ack_comes_first_even_when_the_command_fails() -> None:
-    step = send(Session(WelcomeConfig()), type="allocate", id="beef")
+    step = send(Session(SessionConfig()), type="allocate", id="beef")
     assert step.replies == [
         {"type": "ack", "id": "beef"},
         {"type": "error", "error": "must bind first", "orig": {"type": "allocate", "id": "beef"}},
@@ -102,13 +149,13 @@ def test_ack_comes_first_even_when_the_command_fails() -> None:
 
 @pytest.mark.parametrize("ping", [1, "text", None, [1, 2], {"a": "b"}])
 def test_ping_before_bind_pongs_any_json(ping: Any) -> None:
-    step = send(Session(WelcomeConfig()), type="ping", ping=ping)
+    step = send(Session(SessionConfig()), type="ping", ping=ping)
     assert step.replies[1:] == [{"type": "pong", "pong": ping}]
     assert step.op is None
 
 
 def test_ping_requires_ping() -> None:
-    assert the_error(send(Session(WelcomeConfig()), type="ping")) == "ping requires 'ping'"
+    assert the_error(send(Session(SessionConfig()), type="ping")) == "ping requires 'ping'"
 
 
 @pytest.mark.parametrize(
@@ -117,7 +164,7 @@ def test_ping_requires_ping() -> None:
 )
 def test_everything_but_ping_and_bind_needs_bind_first(kind: str) -> None:
     msg = {"type": kind, "nameplate": "1", "mailbox": "m", "phase": "p", "body": "b"}
-    assert the_error(send_dict(Session(WelcomeConfig()), msg)) == "must bind first"
+    assert the_error(send_dict(Session(SessionConfig()), msg)) == "must bind first"
 
 
 def test_unknown_type_after_bind() -> None:
@@ -139,32 +186,32 @@ def test_error_orig_is_the_whole_command() -> None:
 
 
 def test_invalid_json_gets_error() -> None:
-    step = Session(WelcomeConfig()).receive("{not json", NOW)
+    step = receive(Session(SessionConfig()), "{not json", NOW)
     assert len(step.replies) == 1 and step.replies[0]["type"] == "error"
     assert step.replies[0]["orig"] == "{not json"
     assert step.op is None
 
 
 def test_invalid_utf8_gets_error() -> None:
-    step = Session(WelcomeConfig()).receive(b'{"type": "\xff"}', NOW)
+    step = receive(Session(SessionConfig()), b'{"type": "\xff"}', NOW)
     assert [r["type"] for r in step.replies] == ["error"]
 
 
 @pytest.mark.parametrize("raw", ["[1, 2]", '"type"', "3", "null"])
 def test_non_object_gets_error(raw: str) -> None:
-    step = Session(WelcomeConfig()).receive(raw, NOW)
+    step = receive(Session(SessionConfig()), raw, NOW)
     assert [r["type"] for r in step.replies] == ["error"]
     assert step.replies[0]["orig"] == json.loads(raw)
 
 
 def test_binary_frames_are_treated_like_text() -> None:
-    step = Session(WelcomeConfig()).receive(b'{"type": "ping", "ping": 5, "id": "x"}', NOW)
+    step = receive(Session(SessionConfig()), b'{"type": "ping", "ping": 5, "id": "x"}', NOW)
     assert step.replies == [{"type": "ack", "id": "x"}, {"type": "pong", "pong": 5}]
 
 
 def test_session_stays_usable_after_errors() -> None:
-    session = Session(WelcomeConfig())
-    session.receive("garbage", NOW)
+    session = Session(SessionConfig())
+    receive(session, "garbage")
     send(session, type="nonsense")
     step = send(session, type="bind", appid="a", side="s")
     assert isinstance(step.op, Bind)
@@ -174,14 +221,14 @@ def test_session_stays_usable_after_errors() -> None:
 
 
 def test_empty_welcome_has_only_your_address() -> None:
-    welcome = Session(WelcomeConfig()).welcome(ADDRESS)
+    welcome = welcome_of(Session(SessionConfig()), ADDRESS)
     assert welcome == {"type": "welcome",
                        "welcome": {"your-address": {"port": 5555, "ipv4": "192.0.2.7"}}}
 
 
 def test_welcome_carries_configured_fields() -> None:
-    config = WelcomeConfig(motd="hello", advertise_version="0.24.0", signal_error="go away")
-    welcome = Session(config).welcome(PeerAddress("2001:db8::1", 9))
+    config = SessionConfig(motd="hello", advertise_version="0.24.0", signal_error="go away")
+    welcome = welcome_of(Session(config), PeerAddress("2001:db8::1", 9))
     assert welcome["welcome"] == {
         "motd": "hello",
         "current_cli_version": "0.24.0",
@@ -194,25 +241,25 @@ def test_welcome_carries_configured_fields() -> None:
 
 
 def test_bind_yields_op_with_client_version() -> None:
-    step = send(Session(WelcomeConfig()), NOW, type="bind", appid="a", side="s",
+    step = send(Session(SessionConfig()), NOW, type="bind", appid="a", side="s",
                 client_version=["python", "0.24.0", "extra"])
     assert step.replies == [{"type": "ack", "id": None}]
     assert step.op == Bind("a", "s", "python", "0.24.0", NOW)
 
 
 def test_bind_without_client_version() -> None:
-    step = send(Session(WelcomeConfig()), type="bind", appid="a", side="s")
+    step = send(Session(SessionConfig()), type="bind", appid="a", side="s")
     assert step.op == Bind("a", "s", None, None, NOW)
 
 
 def test_bind_coerces_version_elements_to_strings() -> None:
-    step = send(Session(WelcomeConfig()), type="bind", appid="a", side="s",
+    step = send(Session(SessionConfig()), type="bind", appid="a", side="s",
                 client_version=["rust", 3])
     assert step.op == Bind("a", "s", "rust", "3", NOW)
 
 
 def test_bind_errors_in_order() -> None:
-    session = Session(WelcomeConfig())
+    session = Session(SessionConfig())
     assert the_error(send(session, type="bind")) == "bind requires 'appid'"
     assert the_error(send(session, type="bind", side="s")) == "bind requires 'appid'"
     assert the_error(send(session, type="bind", appid="a")) == "bind requires 'side'"
@@ -233,7 +280,7 @@ def test_bind_errors_in_order() -> None:
     ],
 )
 def test_bind_with_wrong_types_is_an_error_not_a_crash(fields: dict[str, Any]) -> None:
-    session = Session(WelcomeConfig())
+    session = Session(SessionConfig())
     the_error(send(session, type="bind", **fields))
     assert session.app is None
     assert isinstance(send(session, type="bind", appid="a", side="s").op, Bind)
@@ -251,7 +298,7 @@ def test_allocate_once_per_connection() -> None:
     session = bound()
     step = send(session, type="allocate")
     assert step.op == Allocate("app1", "side1", NOW)
-    assert session.complete(step.op, "4", step.orig) == [{"type": "allocated", "nameplate": "4"}]
+    assert complete(session, step, "4") == [{"type": "allocated", "nameplate": "4"}]
     assert the_error(send(session, type="allocate")) == "you already allocated one, don't be greedy"
 
 
@@ -266,7 +313,7 @@ def test_allocate_does_not_set_the_claim() -> None:
 
 def test_refused_allocate_can_be_retried() -> None:
     session = bound()
-    replies = run(session, Refused("no free nameplate"), type="allocate")
+    replies = run(session, Refused("no free nameplate", ErrorKind.EXHAUSTED), type="allocate")
     assert replies[1]["error"] == "no free nameplate"
     assert isinstance(send(session, type="allocate").op, Allocate)
 
@@ -278,7 +325,7 @@ def test_claim() -> None:
     session = bound()
     step = send(session, type="claim", nameplate="07")
     assert step.op == Claim("app1", "side1", "07", NOW)
-    assert session.complete(step.op, "mbox", step.orig) == [{"type": "claimed", "mailbox": "mbox"}]
+    assert complete(session, step, "mbox") == [{"type": "claimed", "mailbox": "mbox"}]
 
 
 def test_claim_errors_in_order() -> None:
@@ -314,7 +361,7 @@ def test_failed_claim_still_uses_up_the_claim() -> None:
 
 def test_refused_claim_still_uses_up_the_claim() -> None:
     session = bound()
-    replies = run(session, Refused("crowded"), type="claim", nameplate="7")
+    replies = run(session, Refused("crowded", ErrorKind.CROWDED), type="claim", nameplate="7")
     assert replies == [
         {"type": "ack", "id": None},
         {"type": "error", "error": "crowded", "orig": {"type": "claim", "nameplate": "7"}},
@@ -334,7 +381,7 @@ def test_release_uses_the_claim() -> None:
     run(session, "m", type="claim", nameplate="12")
     step = send(session, type="release")
     assert step.op == Release("app1", "side1", "12", NOW)
-    assert session.complete(step.op, None, step.orig) == [{"type": "released"}]
+    assert complete(session, step, None) == [{"type": "released"}]
 
 
 def test_release_with_nameplate_without_claim() -> None:
@@ -367,7 +414,7 @@ def test_open_replays_messages() -> None:
     step = send(session, type="open", mailbox="mb")
     assert step.op == Open("app1", "side1", "mb", NOW)
     stored = [Message(1, "s1", "pake", "aa", 1.5, "0001"), Message(2, "s2", "pake", "bb", 2.5, 9)]
-    assert session.complete(step.op, stored, step.orig) == [
+    assert complete(session, step, stored) == [
         {"type": "message", "side": "s1", "phase": "pake", "body": "aa", "server_rx": 1.5,
          "id": "0001"},
         {"type": "message", "side": "s2", "phase": "pake", "body": "bb", "server_rx": 2.5,
@@ -385,7 +432,7 @@ def test_open_errors_in_order() -> None:
 
 def test_crowded_open_leaves_the_connection_unopened() -> None:
     session = bound()
-    replies = run(session, Refused("crowded"), type="open", mailbox="mb")
+    replies = run(session, Refused("crowded", ErrorKind.CROWDED), type="open", mailbox="mb")
     assert replies[1]["error"] == "crowded"
     assert the_error(send(session, type="add", phase="p", body="b")) == (
         "must open mailbox before adding"
@@ -425,7 +472,7 @@ def test_close_uses_the_open_mailbox() -> None:
     session = opened("mb")
     step = send(session, type="close", mood="happy")
     assert step.op == Close("app1", "side1", "mb", "happy", NOW, implicit_open=False)
-    assert session.complete(step.op, None, step.orig) == [{"type": "closed"}]
+    assert complete(session, step, None) == [{"type": "closed"}]
 
 
 def test_close_by_id_without_open_is_implicit() -> None:
@@ -459,7 +506,7 @@ def test_close_errors_in_order() -> None:
 
 def test_refused_close_is_not_counted() -> None:
     session = bound()
-    replies = run(session, Refused("crowded"), type="close", mailbox="mb")
+    replies = run(session, Refused("crowded", ErrorKind.CROWDED), type="close", mailbox="mb")
     assert replies[1]["error"] == "crowded"
     assert isinstance(send(session, type="close", mailbox="mb").op, Close)
 
@@ -485,23 +532,23 @@ RESOURCE = "r3s0urce"
 
 
 def guarded(spent: hashcash.SpentStamps | None = None) -> Session:
-    return Session(WelcomeConfig(hashcash_bits=BITS), resource=RESOURCE, spent=spent)
+    return Session(SessionConfig(hashcash_bits=BITS), resource=RESOURCE, spent=spent)
 
 
 def test_welcome_requires_hashcash_with_exactly_bits_and_resource() -> None:
-    welcome = guarded().welcome(ADDRESS)["welcome"]
+    welcome = welcome_of(guarded(), ADDRESS)["welcome"]
     assert welcome["permission-required"] == {"hashcash": {"bits": BITS, "resource": RESOURCE}}
 
 
 def test_each_session_gets_its_own_random_resource() -> None:
-    config = WelcomeConfig(hashcash_bits=BITS)
+    config = SessionConfig(hashcash_bits=BITS)
     a, b = Session(config), Session(config)
     assert a.resource and b.resource and a.resource != b.resource
     assert ":" not in a.resource
 
 
 def test_no_permission_required_without_hashcash() -> None:
-    assert "permission-required" not in Session(WelcomeConfig()).welcome(ADDRESS)["welcome"]
+    assert "permission-required" not in welcome_of(Session(SessionConfig()), ADDRESS)["welcome"]
 
 
 def test_bind_without_stamp_is_denied_and_closes() -> None:
@@ -614,7 +661,7 @@ def test_submit_after_bind_is_refused() -> None:
 @pytest.mark.parametrize("raw", ['{"type": "ping", "ping": NaN}', '{"type": "ping", "ping": 1,'
                                  ' "id": Infinity}', '{"type": "ping", "ping": -Infinity}'])
 def test_non_standard_json_constants_are_invalid_json(raw: str) -> None:
-    step = Session(WelcomeConfig()).receive(raw, NOW)
+    step = receive(Session(SessionConfig()), raw, NOW)
     assert [r["type"] for r in step.replies] == ["error"]
 
 
@@ -628,7 +675,7 @@ def test_non_standard_json_constants_are_invalid_json(raw: str) -> None:
     ],
 )
 def test_unstorable_bind_is_an_error(msg: dict[str, Any]) -> None:
-    session = Session(WelcomeConfig())
+    session = Session(SessionConfig())
     the_error(send_dict(session, msg))
     assert session.app is None
 

@@ -7,10 +7,66 @@ request head is read here first and replayed to it through `ReplayStream`.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import trio
-from wormhole_common.http import request_line, response
+from trio_websocket import WebSocketRequest, wrap_server_stream
+from wormhole_common.http import read_head, request_line, response
+
+from wormhole_mailbox.addresses import PeerAddress
+from wormhole_mailbox.metrics import MailboxMetrics
 
 LIVENESS_BODY = b"Wormhole Relay\n"
+MAX_MESSAGE_BYTES = 1 << 20
+HANDSHAKE_SECONDS = 10  # to send a request head, and again to complete the upgrade
+
+WebSocketHandler = Callable[[WebSocketRequest, PeerAddress], Awaitable[None]]
+
+
+async def serve_socket(
+    stream: trio.SocketStream, handle: WebSocketHandler, metrics: MailboxMetrics,
+) -> None:
+    """An accepted TCP connection, served by `serve_stream`."""
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except OSError:  # the client is gone already
+        await trio.aclose_forcefully(stream)
+        return
+    await serve_stream(stream, PeerAddress(str(host), int(port)), handle, metrics)
+
+
+async def serve_stream(
+    stream: trio.abc.Stream, peer: PeerAddress, handle: WebSocketHandler,
+    metrics: MailboxMetrics,
+) -> None:
+    """One connection: a WebSocket upgrade goes to `handle`, a plain request is answered."""
+    head: bytes | None = None
+    try:
+        with trio.move_on_after(HANDSHAKE_SECONDS) as handshake:
+            head = await read_head(stream)
+            if head is not None and not is_upgrade(head):
+                metrics.connections["http"].inc()
+                await stream.send_all(plain_response(head))
+                head = None
+        if head is None:
+            if handshake.cancelled_caught:
+                metrics.dropped["handshake_timeout"].inc()
+            return
+        async with trio.open_nursery() as nursery:
+            request: WebSocketRequest | None = None
+            with trio.move_on_after(HANDSHAKE_SECONDS):
+                request = await wrap_server_stream(
+                    nursery, ReplayStream(stream, head), max_message_size=MAX_MESSAGE_BYTES
+                )
+            if request is None:
+                metrics.dropped["handshake_timeout"].inc()
+            else:
+                await handle(request, peer)
+            nursery.cancel_scope.cancel()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    finally:
+        await trio.aclose_forcefully(stream)
 
 
 class ReplayStream(trio.abc.Stream):

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from wormhole_mailbox.errors import ErrorKind
+
 
 @dataclass(frozen=True)
 class Bind:
@@ -75,6 +77,8 @@ class Close:
     implicit_open: bool
 
 
+Key = tuple[str, str]  # (app, mailbox): a mailbox's identity
+
 Op = Bind | ListNameplates | Allocate | Claim | Release | Open | Add | Close
 
 
@@ -105,6 +109,15 @@ class Refused:
     """The store refused the command; `error` is the exact text for the client."""
 
     error: str
+    kind: ErrorKind
+
+    @classmethod
+    def from_sql(cls, text: str) -> Refused:
+        """A refusal returned by the SQL functions (`migrations/`), which name it in words."""
+        return cls(text, _SQL_REFUSALS.get(text, ErrorKind.OTHER))
+
+
+_SQL_REFUSALS = {"crowded": ErrorKind.CROWDED, "reclaimed": ErrorKind.RECLAIMED}
 
 
 # What each op yields on success.

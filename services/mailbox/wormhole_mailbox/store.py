@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 
 from wormhole_mailbox import usage
 from wormhole_mailbox.allocation import AllocationExhausted, choose_nameplate
+from wormhole_mailbox.errors import ErrorKind
 from wormhole_mailbox.ops import (
     Add,
     Allocate,
@@ -163,7 +164,7 @@ class Store:
         try:
             name = choose_nameplate(chosen.union(rows[0][0]), self.rng)
         except AllocationExhausted:
-            return Refused("no free nameplate")
+            return Refused("no free nameplate", ErrorKind.EXHAUSTED)
         chosen.add(name)
         claimed = yield from self._claim(op.app, name, op.side, op.now)
         return claimed if isinstance(claimed, Refused) else name
@@ -175,7 +176,7 @@ class Store:
             (app, name, side, now, new_mailbox_id()),
         )
         mailbox, error = rows[0]
-        return Refused(error) if error else str(mailbox)
+        return Refused.from_sql(error) if error else str(mailbox)
 
     def _release(self, op: Release, records: Records | None) -> Plan:
         rows = yield ("SELECT mb_release(%s, %s, %s)", (op.app, op.nameplate, op.side))
@@ -190,7 +191,7 @@ class Store:
             "SELECT mb_open_side(%s, %s, %s, %s, false)", (op.app, op.mailbox, op.side, op.now)
         )
         if rows and rows[0][0]:
-            return Refused(rows[0][0])
+            return Refused.from_sql(rows[0][0])
         rows = yield (MESSAGES_SQL, (op.app, op.mailbox, 0))
         return [Message(*row) for row in rows]
 
@@ -201,7 +202,7 @@ class Store:
              self.origin),
         )
         if not rows or rows[0][0] is None:
-            return Refused("mailbox is gone")
+            return Refused("mailbox is gone", ErrorKind.GONE)
         return Message(rows[0][0], op.side, op.phase, op.body, op.server_rx, op.msg_id)
 
     def _close(self, op: Close, records: Records | None) -> Plan:
@@ -211,7 +212,7 @@ class Store:
         )
         error, retired = rows[0]
         if error:
-            return Refused(error)
+            return Refused.from_sql(error)
         if retired is not None:
             yield self._mailbox_record(op.app, retired, op.now, pruned=False, records=records)
         return None

@@ -1,0 +1,267 @@
+"""One client's WebSocket: a reader, a writer and a keep-alive, executing the session's actions.
+
+The reader takes frames strictly in order: the actions of one command (its ack, the store op,
+the result) are all executed before the next frame is looked at, and the frames they queue
+are held until then, so an ack never leaves before its command is done (durable, for a store
+op). The writer sends queued frames as text, stamped with `server_tx` just before writing.
+Nothing here decides protocol: every frame, subscription, close and count comes from the
+`Session`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+from wormhole_common.channels import receive_batch
+
+from wormhole_mailbox import hashcash
+from wormhole_mailbox.actions import (
+    Action,
+    CloseConnection,
+    Count,
+    Frame,
+    Perform,
+    Replayed,
+    Send,
+    Subscribe,
+    Unsubscribe,
+)
+from wormhole_mailbox.addresses import Network, PeerAddress, peer_address
+from wormhole_mailbox.batcher import StoreFailed
+from wormhole_mailbox.hub import Hub, Subscriber
+from wormhole_mailbox.metrics import MailboxMetrics
+from wormhole_mailbox.ops import Key, Op, Result
+from wormhole_mailbox.session import Session, SessionConfig, ping_timeout, shutting_down, too_slow
+
+log = logging.getLogger(__name__)
+
+SERVER_HEADER = b"Magic Wormhole Mailbox (wormhole-stack)"
+OUTBOUND_QUEUE = 4096  # frames waiting for one slow client before it is dropped
+WRITE_BATCH = 64  # frames stamped with one clock reading
+CLOSE_SECONDS = 2  # to write what is queued before a close, and again for the client's answer
+
+
+@dataclass(frozen=True)
+class Services:
+    """What every connection of a server shares."""
+
+    hub: Hub
+    submit: Callable[[Op], Awaitable[Result]]  # run an op in the store (group commit)
+    metrics: MailboxMetrics
+    ping_interval: float
+    ping_timeout: float
+
+
+def encode(frame: Frame, server_tx: float) -> str:
+    """The frame as JSON text with `server_tx` appended (frames never carry one already)."""
+    text = json.dumps(frame)
+    return f'{text[:-1]}, "server_tx": {server_tx!r}}}'
+
+
+class ClientConnection:
+    """A client's WebSocket and its session, from the welcome to the close."""
+
+    def __init__(self, ws: WebSocketConnection, session: Session, services: Services) -> None:
+        self.ws = ws
+        self.session = session
+        self.services = services
+        self._outbound, self._queued = trio.open_memory_channel[Frame](OUTBOUND_QUEUE)
+        self._subscription: tuple[Key, Subscriber] | None = None
+        self._overflowed = False
+        self._held: list[Frame] | None = None  # frames of the command being executed
+        self._drained = trio.Event()  # the writer has finished
+        self._finished = trio.Event()  # `run` has returned
+        self._waiting = trio.CancelScope()  # the reader's wait for the next frame
+        self._interruption: Sequence[Action] = ()  # for the reader, between commands
+
+    async def run(self, welcome: Sequence[Action]) -> None:
+        """Execute the welcome, then serve the client until either side closes."""
+        try:
+            if await self.execute(welcome):
+                return
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write)
+                nursery.start_soon(self._keepalive)
+                try:
+                    await self._read()
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._unsubscribe()
+            self._finished.set()
+
+    async def shut_down(self) -> None:
+        """The server is stopping: close, and return once the connection has ended."""
+        self._interrupt(shutting_down())
+        await self._finished.wait()
+
+    def _interrupt(self, actions: Sequence[Action]) -> None:
+        """Have the reader execute `actions` (a close) before it takes another frame.
+
+        Closing from the reader's own task lets trio-websocket's reader stay alive until the
+        client has answered the close, rather than being cancelled halfway through it.
+        """
+        if not self._interruption:
+            self._interruption = actions
+        self._waiting.cancel()
+
+    async def execute(self, actions: Sequence[Action]) -> bool:
+        """Do what the session asked, in order; True once the connection is closed."""
+        for action in actions:
+            match action:
+                case Send(frame):
+                    self._queue(frame)
+                case Count():
+                    self.services.metrics.count(action)
+                case Subscribe(key):
+                    self._subscribe(key)
+                case Unsubscribe():
+                    self._unsubscribe()
+                case Replayed(seqs):
+                    assert self._subscription is not None, "replay without a subscription"
+                    self._subscription[1].replayed(seqs)
+                case CloseConnection():
+                    await self._close(action)
+                    return True
+                case Perform():
+                    return await self._perform(action)
+        return False
+
+    async def _perform(self, perform: Perform) -> bool:
+        try:
+            result = await self.services.submit(perform.op)
+        except StoreFailed:
+            return await self.execute(self.session.failed(perform))
+        return await self.execute(self.session.complete(perform, result))
+
+    def _queue(self, frame: Frame) -> None:
+        if self._held is not None:
+            self._held.append(frame)
+            return
+        try:
+            self._outbound.send_nowait(frame)
+        except trio.WouldBlock:
+            self._overflowed = True
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass  # closing: nothing more goes out
+
+    async def _execute_command(self, actions: Sequence[Action]) -> bool:
+        """`execute`, holding the frames it queues until it is done."""
+        self._held = []
+        try:
+            return await self.execute(actions)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        held, self._held = self._held or [], None
+        for frame in held:
+            self._queue(frame)
+
+    def _subscribe(self, key: Key) -> None:
+        self._unsubscribe()
+        subscriber = Subscriber(lambda message: self._queue(message.frame()))
+        self.services.hub.subscribe(key, subscriber)
+        self._subscription = (key, subscriber)
+
+    def _unsubscribe(self) -> None:
+        if self._subscription is not None:
+            self.services.hub.unsubscribe(*self._subscription)
+            self._subscription = None
+
+    async def _close(self, close: CloseConnection) -> None:
+        self._release()
+        if close.flush:
+            self._outbound.close()
+            with trio.move_on_after(CLOSE_SECONDS):
+                await self._drained.wait()
+        with trio.move_on_after(CLOSE_SECONDS):  # the client's answer; else the TCP closes
+            await self.ws.aclose(close.code, close.reason)
+
+    async def _read(self) -> None:
+        while True:
+            actions: Sequence[Action]
+            if self._overflowed:
+                actions = too_slow()
+            elif self._interruption:
+                actions = self._interruption
+            else:
+                with trio.CancelScope() as self._waiting:
+                    try:
+                        raw = await self.ws.get_message()
+                    except ConnectionClosed:
+                        return
+                if self._waiting.cancelled_caught:
+                    continue
+                log.debug("received %.200r", raw)
+                actions = self.session.receive(raw, time.time())
+            if await self._execute_command(actions):
+                return
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                frames = await receive_batch(self._queued, WRITE_BATCH)
+                now = time.time()
+                for frame in frames:
+                    await self.ws.send_message(encode(frame, now))
+        except (trio.EndOfChannel, ConnectionClosed):
+            pass
+        finally:
+            self._drained.set()
+
+    async def _keepalive(self) -> None:
+        while True:
+            await trio.sleep(self.services.ping_interval)
+            try:
+                with trio.move_on_after(self.services.ping_timeout) as scope:
+                    await self.ws.ping()
+            except ConnectionClosed:
+                return
+            if scope.cancelled_caught:
+                self._interrupt(ping_timeout())
+                return
+
+
+class ConnectionHandler:
+    """Accepts upgraded requests on /v1 and keeps the set of open client connections."""
+
+    def __init__(
+        self, services: Services, config: SessionConfig,
+        trusted_proxies: Sequence[Network] = (),
+    ) -> None:
+        self.services = services
+        self.config = config
+        self.trusted_proxies = trusted_proxies
+        self.spent = hashcash.SpentStamps()  # shared: a stamp is spent for every connection
+        self.connections: set[ClientConnection] = set()
+
+    async def __call__(self, request: WebSocketRequest, peer: PeerAddress) -> None:
+        # trio-websocket swallows a handler's exception silently; a bug must at least be logged.
+        try:
+            await self._serve(request, peer)
+        except Exception:
+            log.exception("connection handler failed")
+
+    async def _serve(self, request: WebSocketRequest, peer: PeerAddress) -> None:
+        if request.path.rstrip("/") != "/v1":
+            await request.reject(404, body=b"Not Found\n")
+            return
+        ws = await request.accept(extra_headers=[(b"Server", SERVER_HEADER)])
+        self.services.metrics.connections["websocket"].inc()
+        address = peer_address(peer.host, peer.port, request.headers, self.trusted_proxies)
+        session = Session(self.config, spent=self.spent)
+        connection = ClientConnection(ws, session, self.services)
+        self.connections.add(connection)
+        try:
+            await connection.run(session.start(address))
+        finally:
+            self.connections.discard(connection)
+            with trio.move_on_after(CLOSE_SECONDS):
+                await ws.aclose()

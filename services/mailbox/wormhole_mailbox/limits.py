@@ -1,0 +1,283 @@
+"""Admission and quotas per client address and in total (issue 10), sans-IO.
+
+The shell asks before it acts and reports what happened; every time-dependent call takes `now`.
+A refusal is a `Refusal`: a metric label from `REFUSAL_REASONS` and the exact text the client
+gets (a protocol `error` for an op; the HTTP body or close reason for a connection).
+
+Addresses are keyed by `address_key`: an IPv4 address, or the /64 an IPv6 address is in (one
+subscriber gets at least a /64, so a per-address limit on single IPv6 addresses limits nothing).
+Memory is bounded: at most `max_tracked` keys per kind of state, idle ones forgotten first.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+
+from wormhole_common.fdlimit import MEMORY_CEILING
+
+REFUSAL_REASONS = ("connections_total", "connections_per_address", "allocations_rate",
+                   "mailboxes_rate", "nameplates_held")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str  # one of REFUSAL_REASONS
+    text: str
+
+
+REFUSALS = {
+    "connections_total": Refusal(
+        "connections_total", "too many connections; try again later"),
+    "connections_per_address": Refusal(
+        "connections_per_address", "too many connections from your address; try again later"),
+    "allocations_rate": Refusal(
+        "allocations_rate", "too many allocations from your address; try again in a minute"),
+    "mailboxes_rate": Refusal(
+        "mailboxes_rate", "too many new mailboxes from your address; try again in a minute"),
+    "nameplates_held": Refusal(
+        "nameplates_held",
+        "too many nameplates held by your address; release some or try again later"),
+}
+
+
+def address_key(host: str) -> str:
+    """What per-address limits count by: the IPv4 address, or an IPv6 address's /64."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host  # not an address (a test's fake peer): counted as itself
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return f"{ipaddress.IPv6Address(int(ip) >> 64 << 64)}/64"
+    return str(ip)
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """Defaults a real user never meets, argued in the README (MAILBOX_* variables)."""
+
+    max_connections: int = MEMORY_CEILING  # at start: fdlimit.connection_limits(...).total
+    max_connections_per_address: int = 250
+    allocations_per_minute: float = 60  # also the burst: a full bucket holds a minute's worth
+    mailboxes_per_minute: float = 60
+    nameplates_per_address: int = 100
+    nameplate_linger_seconds: float = 16 * 60  # MAILBOX_CHANNEL_EXPIRY + PRUNE_INTERVAL
+    max_tracked: int = 32_768  # addresses remembered per kind of state: 25 MiB at most in all
+
+
+class Connections:
+    """Open connections, in total (counted at accept, before any byte is read) and per
+    address (counted once the address is known: at accept without a proxy, else at upgrade)."""
+
+    def __init__(self, settings: LimitSettings) -> None:
+        self.settings = settings
+        self.total = 0
+        self.per_key: Counter[str] = Counter()
+
+    def accept(self) -> Refusal | None:
+        """A socket was accepted; on None the caller must call `closed()` when it is gone."""
+        if self.total >= self.settings.max_connections:
+            return REFUSALS["connections_total"]
+        self.total += 1
+        return None
+
+    def closed(self) -> None:
+        self.total -= 1
+
+    def admit(self, host: str) -> Refusal | None:
+        """The client's address is known; on None the caller must call `leave(host)`."""
+        key = address_key(host)
+        if self.per_key[key] >= self.settings.max_connections_per_address:
+            return REFUSALS["connections_per_address"]
+        self.per_key[key] += 1
+        return None
+
+    def leave(self, host: str) -> None:
+        key = address_key(host)
+        self.per_key[key] -= 1
+        if self.per_key[key] <= 0:
+            del self.per_key[key]
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    stamp: float
+
+
+class TokenBuckets:
+    """A token bucket per key: `capacity` tokens, refilled at `per_second`. A bucket that has
+    refilled completely is forgotten (it is the same as a new one); past `max_tracked` keys the
+    least recently used are forgotten, which only ever errs towards admitting."""
+
+    def __init__(self, capacity: float, per_second: float, max_tracked: int) -> None:
+        self.capacity = capacity
+        self.per_second = per_second
+        self.max_tracked = max_tracked
+        self.buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+    @property
+    def refill_seconds(self) -> float:
+        return self.capacity / self.per_second
+
+    def take(self, key: str, now: float) -> bool:
+        """Take one token if there is one."""
+        self._forget_idle(now)
+        bucket = self.buckets.pop(key, None) or _Bucket(self.capacity, now)
+        bucket.tokens = min(self.capacity,
+                            bucket.tokens + max(0.0, now - bucket.stamp) * self.per_second)
+        bucket.stamp = now
+        taken = bucket.tokens >= 1
+        if taken:
+            bucket.tokens -= 1
+        self.buckets[key] = bucket  # most recently used last
+        while len(self.buckets) > self.max_tracked:
+            self.buckets.popitem(last=False)
+        return taken
+
+    def _forget_idle(self, now: float) -> None:
+        # Least recently used first: once one has not refilled yet, none after it has.
+        while self.buckets:
+            oldest = next(iter(self.buckets.values()))
+            if oldest.stamp + self.refill_seconds > now:
+                return
+            self.buckets.popitem(last=False)
+
+
+@dataclass(slots=True)
+class _Held:
+    live: int = 0  # held by open connections
+    # Held by closed connections: [expiry, count], expiries whole minutes apart, ascending.
+    lingering: list[list[float]] = field(default_factory=list)  # short: a deque costs 600 B
+    lingering_count: int = 0
+
+
+class NameplateHolds:
+    """Nameplates held per address: counted while the connection that allocated or claimed one
+    is open and has not released it, then for `linger` seconds more (the nameplate outlives
+    its connection until released or pruned). Expiry times are rounded up to whole minutes,
+    so an address costs at most linger/60 + 1 small entries whatever it does."""
+
+    def __init__(self, cap: int, linger: float, max_tracked: int) -> None:
+        self.cap = cap
+        self.linger = linger
+        self.max_tracked = max_tracked
+        self.held: OrderedDict[str, _Held] = OrderedDict()
+
+    def count(self, key: str, now: float) -> int:
+        held = self.held.get(key)
+        if held is None:
+            return 0
+        while held.lingering and held.lingering[0][0] <= now:
+            held.lingering_count -= int(held.lingering.pop(0)[1])
+        total = held.live + held.lingering_count
+        if not total:
+            del self.held[key]
+        return total
+
+    def full(self, key: str, now: float) -> bool:
+        return self.count(key, now) >= self.cap
+
+    def hold(self, key: str) -> None:
+        held = self.held.pop(key, None) or _Held()
+        held.live += 1
+        self.held[key] = held
+        while len(self.held) > self.max_tracked:
+            self.held.popitem(last=False)
+
+    def release(self, key: str) -> None:
+        held = self.held.get(key)
+        if held is not None and held.live > 0:
+            held.live -= 1
+
+    def linger_from(self, key: str, now: float) -> None:
+        """A connection closed still holding one: count it until it would have expired."""
+        held = self.held.get(key)
+        if held is None or held.live <= 0:
+            return
+        held.live -= 1
+        expiry = math.ceil((now + self.linger) / 60) * 60
+        if held.lingering and held.lingering[-1][0] >= expiry:
+            held.lingering[-1][1] += 1
+        else:
+            held.lingering.append([expiry, 1])
+        held.lingering_count += 1
+        self.held.move_to_end(key)
+
+
+class Limits:
+    """All of one server's limits; `client()` gives a connection its own view."""
+
+    def __init__(self, settings: LimitSettings) -> None:
+        self.settings = settings
+        self.connections = Connections(settings)
+        self.allocations = TokenBuckets(settings.allocations_per_minute,
+                                        settings.allocations_per_minute / 60,
+                                        settings.max_tracked)
+        self.mailboxes = TokenBuckets(settings.mailboxes_per_minute,
+                                      settings.mailboxes_per_minute / 60, settings.max_tracked)
+        self.nameplates = NameplateHolds(settings.nameplates_per_address,
+                                         settings.nameplate_linger_seconds, settings.max_tracked)
+
+    def client(self, host: str) -> ClientQuota:
+        """The quota of one connection from `host` (the address the trusted proxy reports)."""
+        return ClientQuota(self, address_key(host))
+
+
+class ClientQuota:
+    """What one connection may still do. Ask before an op (`allocate`, `claim`, `open`: None
+    means go ahead), report successes (`holding`), releases and the close.
+
+    Charged once per thing a connection can make the server create: an `allocate` to the
+    allocation rate; a `claim` of a name it did not allocate, or an `open` of a mailbox it did
+    not claim, to the mailbox rate (so an honest sender and receiver pay one each).
+    """
+
+    def __init__(self, limits: Limits, key: str) -> None:
+        self.limits = limits
+        self.key = key
+        self.names: set[str] = set()  # nameplates this connection holds
+        self.mailboxes: set[str] = set()  # mailboxes its claims returned
+
+    def allocate(self, now: float) -> Refusal | None:
+        if self.limits.nameplates.full(self.key, now):
+            return REFUSALS["nameplates_held"]
+        if not self.limits.allocations.take(self.key, now):
+            return REFUSALS["allocations_rate"]
+        return None
+
+    def claim(self, name: str, now: float) -> Refusal | None:
+        if name in self.names:
+            return None
+        if self.limits.nameplates.full(self.key, now):
+            return REFUSALS["nameplates_held"]
+        if not self.limits.mailboxes.take(self.key, now):
+            return REFUSALS["mailboxes_rate"]
+        return None
+
+    def open(self, mailbox: str, now: float) -> Refusal | None:
+        if mailbox in self.mailboxes or self.limits.mailboxes.take(self.key, now):
+            return None
+        return REFUSALS["mailboxes_rate"]
+
+    def holding(self, name: str, mailbox: str | None = None) -> None:
+        """An allocate (no mailbox) or claim (its mailbox) of `name` succeeded."""
+        if mailbox is not None:
+            self.mailboxes.add(mailbox)
+        if name not in self.names:
+            self.names.add(name)
+            self.limits.nameplates.hold(self.key)
+
+    def released(self, name: str) -> None:
+        if name in self.names:
+            self.names.discard(name)
+            self.limits.nameplates.release(self.key)
+
+    def close(self, now: float) -> None:
+        for _ in self.names:
+            self.limits.nameplates.linger_from(self.key, now)
+        self.names.clear()

@@ -1,0 +1,314 @@
+"""Client frames in and server frames out, checked where the protocol rules live (issue 10).
+
+Sans-IO. `decode_frame` turns one inbound WebSocket message into a JSON object, refusing what
+JSON cannot represent or the server cannot handle (NaN/Infinity, floats that overflow such as
+1e400, integers past Python's 4300 digits, nesting beyond `MAX_DEPTH`); a refused frame is
+never echoed as parsed, only as a short safe preview. (jsonb stores any finite number.)
+The field checks (`required`, `optional`, `client_version`, `message_id`) bound every string a
+client can make the server store, so no client value reaches the database in a form it rejects.
+`encode_frame` is the one way out: strict JSON, never `NaN` or `Infinity`.
+
+Every refusal is an `Invalid` whose text is the exact protocol `error` string and whose `kind`
+is a metric label from `INVALID_KINDS`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Any
+
+Frame = dict[str, Any]
+
+MAX_DEPTH = 32  # nested arrays/objects, the frame itself being 1; real frames use 2
+MAX_ID_CHARS = 256  # an `id`, serialised as compact JSON; real clients send 4 hex digits
+PREVIEW_CHARS = 200  # how much of a refused frame's text its error echoes in `orig`
+
+INVALID_KINDS = ("not_json", "not_object", "too_deep", "number", "missing", "type",
+                 "too_long", "characters")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Limits of one string field. `identifier`: no control characters (they only ever come
+    from hostile clients, and would end up in logs), else only NUL is refused (text columns
+    cannot hold it)."""
+
+    max_chars: int
+    identifier: bool = True
+    error: str | None = None  # one text for every violation, where the protocol has one
+
+
+# Real clients: appid "lothar.com/wormhole/text-or-file-xfer" (37), side 10 hex digits, phase
+# "pake"/"version"/"0"/"dilate-0", mailbox 13 base32 characters, mood "happy"..., version
+# ["python", "0.24.0"], a body of a few KiB of hex. Worst case in UTF-8, appid + mailbox + side
+# is 2 KiB, under PostgreSQL's B-tree row limit (2704 bytes) for the (app, mailbox, side) key.
+RULES: dict[str, Rule] = {
+    "appid": Rule(256),
+    "side": Rule(128),
+    "nameplate": Rule(40, error="invalid nameplate"),  # spec 4.1: at most 40 digits
+    "mailbox": Rule(128),
+    "phase": Rule(128),
+    "mood": Rule(128),
+    "client_version": Rule(128),  # each of [implementation, version]
+    "stamp": Rule(256),  # hashcash: 1:bits:date:resource::rand:counter, about 60 characters
+    "body": Rule(1 << 20, identifier=False),  # the WebSocket message limit binds first
+}
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # a decoded pair is one code point: these are lone
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string literal (linear: no nesting)
+_STRICT = json.JSONEncoder(allow_nan=False)  # once: json.dumps with options makes one per call
+_OTHERS = bytes(b for b in range(256) if b not in b"[]{}")
+_DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+class Invalid(Exception):
+    """Client input the protocol refuses; `str(exc)` is the exact `error` text."""
+
+    def __init__(self, text: str, kind: str) -> None:
+        super().__init__(text)
+        self.kind = kind
+
+
+class FrameRefused(Invalid):
+    """A whole frame refused before any field was looked at; `orig` is the safe echo: the
+    parsed value when it was valid JSON but not an object, else a short preview of the text."""
+
+    def __init__(self, text: str, kind: str, orig: Any) -> None:
+        super().__init__(text, kind)
+        self.orig = orig
+
+
+# -- inbound frames -------------------------------------------------------------------------------
+
+
+class _OutOfRange:
+    """Stands in for a number the decoder refuses, so the field holding it can be named."""
+
+
+_OUT_OF_RANGE = _OutOfRange()
+
+
+class _NotJson(ValueError):
+    """NaN, Infinity and -Infinity: Python reads them, JSON has no such thing."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJson(name)
+
+
+class _Numbers:
+    """`json.loads` hooks for one frame: they note whether a number was refused, so the frame
+    is searched for it only then. Integers are converted by the C scanner itself (fast), and
+    only a frame it fails on (past Python's 4300 digits) is read again with `parse_int`."""
+
+    def __init__(self) -> None:
+        self.refused = False
+
+    def parse_float(self, text: str) -> float | _OutOfRange:
+        value = float(text)
+        if math.isfinite(value):
+            return value
+        self.refused = True  # 1e400 parses to inf
+        return _OUT_OF_RANGE
+
+    def parse_int(self, text: str) -> int | _OutOfRange:
+        try:
+            return int(text)
+        except ValueError:
+            self.refused = True
+            return _OUT_OF_RANGE
+
+
+def _load(text: str) -> tuple[Any, bool]:
+    """The parsed value and whether it holds a refused number (`_OUT_OF_RANGE`)."""
+    numbers = _Numbers()
+    try:
+        value = json.loads(text, parse_float=numbers.parse_float,
+                           parse_constant=_refuse_constant)
+    except (json.JSONDecodeError, _NotJson):
+        raise
+    except ValueError:  # an integer too long to convert: read again to name its field
+        numbers = _Numbers()
+        value = json.loads(text, parse_float=numbers.parse_float, parse_int=numbers.parse_int,
+                           parse_constant=_refuse_constant)
+    return value, numbers.refused
+
+
+def preview(raw: str | bytes) -> str:
+    """The start of a refused frame as a string that always encodes (invalid UTF-8 and lone
+    surrogates replaced), so an error can echo it without echoing what made it unsafe."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    cut = text[:PREVIEW_CHARS].encode("utf-8", "replace").decode("utf-8")
+    return cut + "\u2026" if len(text) > PREVIEW_CHARS else cut
+
+
+def depth(text: str) -> int:
+    """Nesting depth of valid JSON text, counted without recursion and at C speed: strings
+    dropped, then the running sum of +1 per opening and -1 per closing bracket."""
+    brackets = _STRING.sub("", text).encode("utf-8", "surrogatepass").translate(None, _OTHERS)
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
+
+
+def _key_holding(frame: Frame, marker: object) -> str | None:
+    """The top-level key whose value holds `marker` (depth is already bounded)."""
+    for key, value in frame.items():
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if item is marker:
+                return key
+            if isinstance(item, list):
+                stack.extend(item)
+            elif isinstance(item, dict):
+                stack.extend(item.values())
+    return None
+
+
+def decode_frame(raw: str | bytes) -> Frame:
+    """One inbound message (text or binary, spec 1.2) as a JSON object, or `FrameRefused`."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        value, refused = _load(text)
+    except RecursionError:  # the C scanner guards its own recursion; far deeper than allowed
+        raise FrameRefused(_too_deep(), "too_deep", preview(raw)) from None
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity
+        raise FrameRefused("message is not valid JSON", "not_json", preview(raw)) from None
+    if text.count("[") + text.count("{") > MAX_DEPTH and depth(text) > MAX_DEPTH:
+        raise FrameRefused(_too_deep(), "too_deep", preview(raw))
+    if not isinstance(value, dict):
+        raise FrameRefused("message must be a JSON object", "not_object",
+                           preview(raw) if refused else value)
+    if refused:
+        key = _key_holding(value, _OUT_OF_RANGE)
+        raise FrameRefused(f"'{key}' contains a number out of range", "number", preview(raw))
+    return value
+
+
+def _too_deep() -> str:
+    return f"message is nested too deeply (at most {MAX_DEPTH} levels)"
+
+
+# -- fields ---------------------------------------------------------------------------------------
+
+
+def check_string(value: object, key: str) -> str:
+    """`value` as the string field `key` (a key of `RULES`), or `Invalid` naming the field."""
+    if not isinstance(value, str):
+        raise Invalid(f"'{key}' must be a string", "type")
+    rule = RULES[key]
+    try:
+        return _bounded(value, key, rule)
+    except Invalid as exc:
+        if rule.error is None:
+            raise
+        raise Invalid(rule.error, exc.kind) from None
+
+
+def _bounded(value: str, key: str, rule: Rule) -> str:
+    if len(value) > rule.max_chars:
+        raise Invalid(f"'{key}' is too long (at most {rule.max_chars} characters)", "too_long")
+    return _storable(value, key, identifier=rule.identifier)
+
+
+def _storable(value: str, key: str, *, identifier: bool) -> str:
+    """PostgreSQL text holds no NUL and only valid UTF-8 (no lone surrogates)."""
+    if identifier and _CONTROL.search(value):
+        raise Invalid(f"'{key}' must not contain control characters", "characters")
+    if "\x00" in value:
+        raise Invalid(f"'{key}' must not contain NUL characters", "characters")
+    if _SURROGATE.search(value):
+        raise Invalid(f"'{key}' must be valid Unicode", "characters")
+    return value
+
+
+def required(frame: Frame, key: str, missing: str) -> str:
+    """A string field the command needs; `missing` is the spec's text when it is absent."""
+    return check_string(present(frame, key, missing), key)
+
+
+def present(frame: Frame, key: str, missing: str) -> str:
+    """Only presence and type, for a field whose other checks come later in the protocol's
+    order (`claim`: a claim of an invalid nameplate still uses up the connection's claim)."""
+    if key not in frame:
+        raise Invalid(missing, "missing")
+    value = frame[key]
+    if not isinstance(value, str):
+        raise Invalid(f"'{key}' must be a string", "type")
+    return value
+
+
+def optional(frame: Frame, key: str) -> str | None:
+    """A string field that may be absent or null."""
+    value = frame.get(key)
+    return None if value is None else check_string(value, key)
+
+
+def client_version(frame: Frame) -> tuple[str | None, str | None]:
+    """`bind`'s optional [implementation, version]: strings (numbers are taken as text, extra
+    items ignored, as the reference does)."""
+    value = frame.get("client_version")
+    if value is None:
+        return None, None
+    shape = "'client_version' must be a list of [implementation, version]"
+    if not isinstance(value, list) or len(value) < 2:
+        raise Invalid(shape, "type")
+    parts: list[str | None] = []
+    for item in value[:2]:
+        if item is None:
+            parts.append(None)
+        elif isinstance(item, (str, int, float)) and not isinstance(item, bool):
+            parts.append(check_string(str(item), "client_version"))
+        else:
+            raise Invalid(shape, "type")
+    return parts[0], parts[1]
+
+
+def message_id(frame: Frame) -> Any:
+    """A command's `id` (any JSON, spec 2.1), small and storable in jsonb: it is echoed in every
+    ack and stored with every message. Numbers are already finite and short (`decode_frame`)."""
+    value = frame.get("id")
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if len(json.dumps(value, ensure_ascii=False, separators=(",", ":"))) > MAX_ID_CHARS:
+        raise Invalid(f"'id' is too long (at most {MAX_ID_CHARS} characters as JSON)",
+                      "too_long")
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            _storable(item, "id", identifier=False)
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+    return value
+
+
+# -- outbound frames ------------------------------------------------------------------------------
+
+
+def encode_frame(frame: Frame, server_tx: float) -> str:
+    """The text of one outbound frame with its `server_tx`: strict JSON, ASCII-escaped (so a
+    lone surrogate can never make the UTF-8 encoding fail). A non-finite number, which
+    validated input never contains, becomes null instead of non-JSON."""
+    stamped = {**frame, "server_tx": server_tx}
+    try:
+        return _STRICT.encode(stamped)
+    except ValueError:
+        return _STRICT.encode(_finite(stamped))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    return value

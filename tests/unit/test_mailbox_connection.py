@@ -1,0 +1,229 @@
+"""A client connection's shell over in-memory streams: a real WebSocket, a fake store.
+
+The store is a fake that records ops (and publishes added messages to the hub, as the batcher
+does at commit); everything else is the real code. `wait_all_tasks_blocked` replaces sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from prometheus_client import CollectorRegistry
+from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
+from wormhole_mailbox.addresses import PeerAddress
+from wormhole_mailbox.batcher import StoreFailed
+from wormhole_mailbox.connection import ConnectionHandler, Services, encode
+from wormhole_mailbox.front import serve_stream
+from wormhole_mailbox.hub import Hub
+from wormhole_mailbox.metrics import MailboxMetrics
+from wormhole_mailbox.ops import Add, Bind, Message, Op, Open, Result
+from wormhole_mailbox.session import SessionConfig
+
+PEER = PeerAddress("192.0.2.1", 4444)
+
+
+class FakeStore:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.ops: list[Op] = []
+        self.failing = False
+        self.seq = 0
+        self.gate: trio.Event | None = None  # when set, ops wait for it
+
+    async def submit(self, op: Op) -> Result:
+        self.ops.append(op)
+        await trio.lowlevel.checkpoint()
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.failing:
+            raise StoreFailed("database down")
+        if isinstance(op, Open):
+            return []
+        if isinstance(op, Add):
+            self.seq += 1
+            message = Message(self.seq, op.side, op.phase, op.body, op.server_rx, op.msg_id)
+            self.hub.publish((op.app, op.mailbox), message)
+            return message
+        return None
+
+
+class Harness:
+    def __init__(self, nursery: trio.Nursery, config: SessionConfig) -> None:
+        self.nursery = nursery
+        self.hub = Hub()
+        self.store = FakeStore(self.hub)
+        self.metrics = MailboxMetrics(CollectorRegistry())
+        services = Services(hub=self.hub, submit=self.store.submit, metrics=self.metrics,
+                            ping_interval=3600, ping_timeout=3600)
+        self.handler = ConnectionHandler(services, config)
+
+    async def connect(self, path: str = "/v1") -> WebSocketConnection:
+        client, server = trio.testing.memory_stream_pair()
+        self.nursery.start_soon(serve_stream, server, PEER, self.handler, self.metrics)
+        return await wrap_client_stream(self.nursery, client, "localhost", path)  # type: ignore[arg-type]
+
+    def counted(self, name: str, **labels: str) -> float | None:
+        return self.metrics.registry.get_sample_value(f"wormhole_mailbox_{name}", labels)
+
+
+@asynccontextmanager
+async def harness(config: SessionConfig | None = None) -> AsyncIterator[Harness]:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            yield Harness(nursery, config or SessionConfig())
+            nursery.cancel_scope.cancel()
+
+
+async def recv(ws: WebSocketConnection) -> dict[str, Any]:
+    raw = await ws.get_message()
+    assert isinstance(raw, str)
+    frame: dict[str, Any] = json.loads(raw)
+    assert isinstance(frame.pop("server_tx"), float)
+    return frame
+
+
+async def send(ws: WebSocketConnection, **msg: Any) -> None:
+    await ws.send_message(json.dumps(msg))
+
+
+async def bound(h: Harness, side: str = "s1") -> WebSocketConnection:
+    ws = await h.connect()
+    assert (await recv(ws))["type"] == "welcome"
+    await send(ws, type="bind", appid="app", side=side, id=1)
+    assert await recv(ws) == {"type": "ack", "id": 1}
+    return ws
+
+
+def test_encode_appends_server_tx() -> None:
+    assert json.loads(encode({"type": "ack", "id": None}, 1.25)) == {
+        "type": "ack", "id": None, "server_tx": 1.25}
+
+
+async def test_welcome_names_the_peer_and_ping_is_answered_in_order() -> None:
+    async with harness(SessionConfig(motd="hi")) as h:
+        ws = await h.connect()
+        assert await recv(ws) == {"type": "welcome", "welcome": {
+            "motd": "hi", "your-address": {"port": 4444, "ipv4": "192.0.2.1"}}}
+        await send(ws, type="ping", ping=5, id="x")
+        assert await recv(ws) == {"type": "ack", "id": "x"}
+        assert await recv(ws) == {"type": "pong", "pong": 5}
+        assert h.counted("commands_total", type="ping") == 1
+        assert h.counted("connections_total", kind="websocket") == 1
+        assert len(h.handler.connections) == 1
+
+
+async def test_commands_reach_the_store_and_messages_come_back_through_the_hub() -> None:
+    async with harness() as h:
+        one, two = await bound(h, "s1"), await bound(h, "s2")
+        for ws in (one, two):
+            await send(ws, type="open", mailbox="mb")
+            assert (await recv(ws))["type"] == "ack"
+        await trio.testing.wait_all_tasks_blocked()
+        assert h.hub.subscriber_count() == 2
+        await send(one, type="add", phase="pake", body="aa", id="m1")
+        assert await recv(one) == {"type": "ack", "id": "m1"}
+        for ws in (one, two):
+            frame = await recv(ws)
+            assert (frame["type"], frame["side"], frame["body"], frame["id"]) == (
+                "message", "s1", "aa", "m1")
+        assert [type(op) for op in h.store.ops] == [Bind, Bind, Open, Open, Add]
+
+
+async def test_an_ack_waits_for_its_command_to_be_done() -> None:
+    async with harness() as h:
+        ws = await h.connect()
+        await recv(ws)
+        h.store.gate = trio.Event()
+        await send(ws, type="bind", appid="app", side="s1", id=1)
+        got: list[dict[str, Any]] = []
+
+        async def receive_one() -> None:
+            got.append(await recv(ws))
+
+        h.nursery.start_soon(receive_one)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(h.store.ops) == 1 and got == []
+        h.store.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == [{"type": "ack", "id": 1}]
+
+
+async def test_leaving_unsubscribes() -> None:
+    async with harness() as h:
+        ws = await bound(h)
+        await send(ws, type="open", mailbox="mb")
+        await recv(ws)
+        await trio.testing.wait_all_tasks_blocked()
+        assert h.hub.is_subscribed(("app", "mb"))
+        await ws.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+        assert not h.hub.is_subscribed(("app", "mb"))
+        assert not h.handler.connections
+
+
+async def test_a_failed_store_op_is_reported_then_closed_1011() -> None:
+    async with harness() as h:
+        ws = await bound(h)
+        h.store.failing = True
+        await send(ws, type="open", mailbox="mb", id=2)
+        assert await recv(ws) == {"type": "ack", "id": 2}
+        assert await recv(ws) == {"type": "error", "error": "internal server error",
+                                  "orig": {"type": "open", "mailbox": "mb", "id": 2}}
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+        assert (closed.value.reason.code, closed.value.reason.reason) == (
+            1011, "database unavailable")
+        assert not h.hub.is_subscribed(("app", "mb"))
+        assert h.counted("connections_dropped_total", reason="database") == 1
+        assert h.counted("errors_total", kind="internal") == 1
+
+
+async def test_permission_denied_is_flushed_then_closed_1008() -> None:
+    async with harness(SessionConfig(hashcash_bits=8)) as h:
+        ws = await h.connect()
+        await recv(ws)
+        await send(ws, type="bind", appid="a", side="s")
+        assert await recv(ws) == {"type": "ack", "id": None}
+        assert (await recv(ws))["error"] == "permission denied"
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+        assert (closed.value.reason.code, closed.value.reason.reason) == (
+            1008, "permission denied")
+        assert h.store.ops == []
+
+
+async def test_shut_down_closes_1001() -> None:
+    async with harness() as h:
+        ws = await bound(h)
+        (connection,) = h.handler.connections
+        await connection.shut_down()
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+        assert (closed.value.reason.code, closed.value.reason.reason) == (
+            1001, "server shutting down")
+        await trio.testing.wait_all_tasks_blocked()
+        assert not h.handler.connections
+
+
+UPGRADE = (b"GET %s HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+           b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+           b"Sec-WebSocket-Version: 13\r\n\r\n")
+
+
+async def test_other_paths_are_refused_404() -> None:
+    async with harness() as h:
+        client, server = trio.testing.memory_stream_pair()
+        h.nursery.start_soon(serve_stream, server, PEER, h.handler, h.metrics)
+        await client.send_all(UPGRADE % b"/v2")
+        response = b""
+        while chunk := await client.receive_some():
+            response += chunk
+        assert response.startswith(b"HTTP/1.1 404 ")
+        assert response.endswith(b"\r\n\r\nNot Found\n")
+        assert h.counted("connections_total", kind="websocket") == 0

@@ -1,0 +1,222 @@
+"""The decisions a session hands its shell: subscriptions, the replay boundary, closes, counts.
+
+Plain values and an explicit `now`: no socket, no database, no clock.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from wormhole_mailbox.actions import (
+    Action,
+    CloseConnection,
+    Count,
+    Metric,
+    Perform,
+    Replayed,
+    Send,
+    Subscribe,
+    Unsubscribe,
+)
+from wormhole_mailbox.errors import ErrorKind
+from wormhole_mailbox.ops import Bind, Close, ListNameplates, Message, Open, Refused
+from wormhole_mailbox.session import (
+    Session,
+    SessionConfig,
+    ping_timeout,
+    shutting_down,
+    too_slow,
+)
+
+NOW = 1_700_000_000.0
+
+
+def send(session: Session, **msg: Any) -> list[Action]:
+    return session.receive(json.dumps(msg), NOW)
+
+
+def last_perform(actions: list[Action]) -> Perform:
+    perform = actions[-1]
+    assert isinstance(perform, Perform), actions
+    return perform
+
+
+def bound(config: SessionConfig | None = None) -> Session:
+    session = Session(config or SessionConfig())
+    perform = last_perform(send(session, type="bind", appid="app", side="s1"))
+    assert session.complete(perform, None) == []
+    return session
+
+
+def opened(messages: list[Message] | None = None) -> Session:
+    session = bound()
+    session.complete(last_perform(send(session, type="open", mailbox="mb")), messages or [])
+    return session
+
+
+def errors_of(actions: list[Action]) -> list[tuple[str, str]]:
+    """(text, counted kind) of each error frame, checking every error is counted once."""
+    texts = [a.frame["error"] for a in actions
+             if isinstance(a, Send) and a.frame["type"] == "error"]
+    kinds = [a.label for a in actions if isinstance(a, Count) and a.metric is Metric.ERRORS]
+    assert len(texts) == len(kinds), actions
+    return list(zip(texts, kinds, strict=True))
+
+
+def test_a_command_is_counted_then_acked_then_performed() -> None:
+    actions = send(Session(SessionConfig()), type="bind", appid="a", side="s", id=7)
+    assert actions == [
+        Count(Metric.COMMANDS, "bind"),
+        Send({"type": "ack", "id": 7}),
+        Perform(Bind("a", "s", None, None, NOW), {"type": "bind", "appid": "a", "side": "s",
+                                                  "id": 7}),
+    ]
+
+
+@pytest.mark.parametrize(("raw", "text"), [
+    ("{nope", "message is not valid JSON"),
+    ("[1]", "message must be a JSON object"),
+    ('{"id": 1}', "missing 'type'"),
+])
+def test_what_is_not_a_command_is_counted_invalid_and_not_acked(raw: str, text: str) -> None:
+    actions = Session(SessionConfig()).receive(raw, NOW)
+    assert actions[0] == Count(Metric.COMMANDS, "invalid")
+    assert not any(isinstance(a, Send) and a.frame["type"] == "ack" for a in actions)
+    assert errors_of(actions) == [(text, "malformed")]
+
+
+def test_open_subscribes_before_the_store_opens() -> None:
+    session = bound()
+    actions = send(session, type="open", mailbox="mb")
+    assert actions[-2:] == [Subscribe(("app", "mb")), Perform(Open("app", "s1", "mb", NOW),
+                                                               {"type": "open", "mailbox": "mb"})]
+
+
+def test_open_replays_then_marks_the_boundary() -> None:
+    session = bound()
+    perform = last_perform(send(session, type="open", mailbox="mb"))
+    stored = [Message(4, "s2", "pake", "b1", 1.0, None), Message(9, "s1", "pake", "b2", 2.0, 1)]
+    actions = session.complete(perform, stored)
+    assert actions == [Send(stored[0].frame()), Send(stored[1].frame()), Replayed((4, 9))]
+    assert session.mailbox == "mb"
+
+
+def test_an_empty_replay_still_marks_the_boundary() -> None:
+    session = bound()
+    assert session.complete(last_perform(send(session, type="open", mailbox="mb")), []) == [
+        Replayed(())]
+
+
+def test_refused_open_unsubscribes_and_counts_the_kind() -> None:
+    session = bound()
+    perform = last_perform(send(session, type="open", mailbox="mb"))
+    actions = session.complete(perform, Refused("crowded", ErrorKind.CROWDED))
+    assert actions[0] == Unsubscribe()
+    assert errors_of(actions) == [("crowded", "crowded")]
+    assert session.mailbox is None
+
+
+def test_close_counts_the_mood_and_unsubscribes_before_the_store_closes() -> None:
+    actions = send(opened(), type="close", mood="happy")
+    assert actions[-3:] == [
+        Count(Metric.MOODS, "happy"), Unsubscribe(),
+        Perform(Close("app", "s1", "mb", "happy", NOW, implicit_open=False),
+                {"type": "close", "mood": "happy"}),
+    ]
+
+
+@pytest.mark.parametrize(("mood", "label"), [(None, "none"), ("lonely", "lonely"),
+                                             ("side-1234", "other")])
+def test_moods_are_counted_in_a_closed_set(mood: str | None, label: str) -> None:
+    msg: dict[str, Any] = {"type": "close"} if mood is None else {"type": "close", "mood": mood}
+    assert Count(Metric.MOODS, label) in send(opened(), **msg)
+
+
+def test_listing_goes_to_the_store_when_allowed() -> None:
+    assert last_perform(send(bound(), type="list")).op == ListNameplates("app")
+
+
+def test_listing_policy_answers_empty_without_the_store() -> None:
+    actions = send(bound(SessionConfig(allow_list=False)), type="list")
+    assert not any(isinstance(a, Perform) for a in actions)
+    assert actions[-1] == Send({"type": "nameplates", "nameplates": []})
+
+
+@pytest.mark.parametrize("kind", ["bind", "list", "open", "add"])
+def test_a_failed_store_op_reports_and_closes_1011(kind: str) -> None:
+    session = {"bind": Session(SessionConfig()), "add": opened()}.get(kind) or bound()
+    msg = {"type": kind, "appid": "a", "side": "s", "mailbox": "mb", "phase": "p", "body": "b"}
+    perform = last_perform(session.receive(json.dumps(msg), NOW))
+    actions = session.failed(perform)
+    assert errors_of(actions) == [("internal server error", "internal")]
+    assert (Unsubscribe() in actions) == (kind == "open")
+    assert actions[-2:] == [Count(Metric.DROPPED, "database"),
+                            CloseConnection(1011, "database unavailable", flush=True)]
+    assert Send({"type": "error", "error": "internal server error", "orig": msg}) in actions
+
+
+def test_bind_without_permission_flushes_and_closes_1008() -> None:
+    actions = send(Session(SessionConfig(hashcash_bits=8)), type="bind", appid="a", side="s")
+    assert errors_of(actions) == [("permission denied", "permission_denied")]
+    assert actions[-2:] == [Count(Metric.DROPPED, "permission_denied"),
+                            CloseConnection(1008, "permission denied", flush=True)]
+
+
+def test_connection_troubles_close_without_flushing() -> None:
+    assert too_slow() == [Count(Metric.DROPPED, "too_slow"),
+                          CloseConnection(1008, "too slow to read", flush=False)]
+    assert ping_timeout() == [Count(Metric.DROPPED, "ping_timeout"),
+                              CloseConnection(1001, "ping timeout", flush=False)]
+    assert shutting_down() == [CloseConnection(1001, "server shutting down", flush=False)]
+
+
+# Each error is counted under the kind chosen where it is raised (no text matching).
+@pytest.mark.parametrize(("setup", "msg", "text", "kind"), [
+    ("new", {"type": "allocate"}, "must bind first", "unbound"),
+    ("new", {"type": "ping"}, "ping requires 'ping'", "malformed"),
+    ("new", {"type": "bind", "side": "s"}, "bind requires 'appid'", "malformed"),
+    ("new", {"type": "bind", "appid": 1, "side": "s"}, "'appid' must be a string", "malformed"),
+    ("new", {"type": "bind", "appid": "a", "side": "s", "client_version": "x"},
+     "'client_version' must be a list of [implementation, version]", "malformed"),
+    ("new", {"type": "bind", "appid": "a\u0000", "side": "s"},
+     "'appid' must not contain NUL characters", "malformed"),
+    ("bound", {"type": "bind", "appid": "a", "side": "s"}, "already bound", "sequence"),
+    ("bound", {"type": "nonsense"}, "unknown type", "unknown_type"),
+    ("bound", {"type": "claim", "nameplate": "x"}, "invalid nameplate", "invalid_nameplate"),
+    ("bound", {"type": "release"}, "release without nameplate must follow claim", "sequence"),
+    ("bound", {"type": "add", "phase": "p", "body": "b"}, "must open mailbox before adding",
+     "sequence"),
+    ("bound", {"type": "close"}, "close without mailbox must follow open", "sequence"),
+    ("opened", {"type": "open", "mailbox": "m2"}, "only one open per connection", "sequence"),
+    ("opened", {"type": "add", "body": "b"}, "missing 'phase'", "malformed"),
+    ("opened", {"type": "close", "mailbox": "other"}, "open and close must use same mailbox",
+     "sequence"),
+])
+def test_error_kinds_are_chosen_where_raised(
+    setup: str, msg: dict[str, Any], text: str, kind: str,
+) -> None:
+    session = {"new": lambda: Session(SessionConfig()), "bound": bound, "opened": opened}[setup]()
+    assert errors_of(session.receive(json.dumps(msg), NOW)) == [(text, kind)]
+
+
+@pytest.mark.parametrize(("refusal", "kind"), [
+    (Refused.from_sql("crowded"), "crowded"),
+    (Refused.from_sql("reclaimed"), "reclaimed"),
+    (Refused.from_sql("something new"), "other"),
+    (Refused("no free nameplate", ErrorKind.EXHAUSTED), "exhausted"),
+    (Refused("mailbox is gone", ErrorKind.GONE), "gone"),
+])
+def test_store_refusals_keep_their_text_and_kind(refusal: Refused, kind: str) -> None:
+    session = bound()
+    perform = last_perform(send(session, type="claim", nameplate="4"))
+    assert errors_of(session.complete(perform, refusal)) == [(refusal.error, kind)]
+
+
+def test_stamp_refusals_are_permission_denied() -> None:
+    session = Session(SessionConfig(hashcash_bits=8), resource="r")
+    actions = send(session, type="submit-permissions", method="hashcash", stamp="garbage")
+    ((text, kind),) = errors_of(actions)
+    assert text.startswith("permission denied: ") and kind == "permission_denied"
+    assert not any(isinstance(a, CloseConnection) for a in actions)
