@@ -5,7 +5,7 @@ reference `twist wormhole-mailbox` (magic-wormhole-mailbox-server from PyPI, in 
 SQLite with the usage database on, as in the spec's Baseline), runs `mailbox_load.py` against
 each and prints pairs/s, latency percentiles, CPU seconds and the ratios.
 
-    python bench/mailbox_bench.py --pairs 50 --seconds 20
+    python bench/mailbox_bench.py --pairs 50 --seconds 20 --workers 1 2
 """
 
 from __future__ import annotations
@@ -66,33 +66,43 @@ def run_load(ports: list[int], pairs: int, seconds: float) -> dict[str, float]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def bench_ours(pairs: int, seconds: float, state: Path, processes: int = 1) -> dict[str, float]:
-    """`processes` mailbox processes share one database; each pair's sides use two of them."""
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its descendants (a worker group's supervisor and workers)."""
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            total += cpu_seconds(current)
+            for task in Path(f"/proc/{current}/task").iterdir():
+                stack.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return total
+
+
+def bench_ours(pairs: int, seconds: float, state: Path, workers: int = 1) -> dict[str, float]:
+    """One `wormhole-mailbox` with `MAILBOX_WORKERS=workers` on a durable database."""
     cluster = TestCluster(durable=True)
     cluster.start()
-    servers: list[subprocess.Popen[bytes]] = []
+    port = free_port()
+    env = {**os.environ, "MAILBOX_DATABASE_URL": cluster.url, "MAILBOX_HOST": "127.0.0.1",
+           "MAILBOX_PORT": str(port), "MAILBOX_LOG_LEVEL": "WARNING",
+           "MAILBOX_METRICS_PORT": "0", "MAILBOX_WORKERS": str(workers)}
+    with (state / f"ours-{workers}.log").open("w") as log:
+        server = subprocess.Popen([str(Path(sys.executable).parent / "wormhole-mailbox")],
+                                  env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        ports = [free_port() for _ in range(processes)]
-        for port in ports:
-            env = {**os.environ, "MAILBOX_DATABASE_URL": cluster.url,
-                   "MAILBOX_HOST": "127.0.0.1", "MAILBOX_PORT": str(port),
-                   "MAILBOX_LOG_LEVEL": "WARNING", "MAILBOX_METRICS_PORT": "0"}
-            with (state / f"ours-{port}.log").open("w") as log:
-                servers.append(subprocess.Popen(
-                    [str(Path(sys.executable).parent / "wormhole-mailbox")],
-                    env=env, stdout=log, stderr=subprocess.STDOUT))
-            wait_for_port(port, proc=servers[-1])
+        wait_for_port(port, proc=server)
+        time.sleep(1)  # every worker up before the clock starts
         postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
-        cpu0 = sum(cpu_seconds(s.pid) for s in servers)
-        pg0 = postgres_cpu(postmaster)
-        result = run_load(ports, pairs, seconds)
-        result["server_cpu_s"] = sum(cpu_seconds(s.pid) for s in servers) - cpu0
+        cpu0, pg0 = tree_cpu(server.pid), postgres_cpu(postmaster)
+        result = run_load([port], pairs, seconds)
+        result["server_cpu_s"] = tree_cpu(server.pid) - cpu0
         result["db_cpu_s"] = postgres_cpu(postmaster) - pg0
         return result
     finally:
-        for server in servers:
-            server.terminate()
-            server.wait(10)
+        server.terminate()
+        server.wait(30)
         cluster.stop()
 
 
@@ -122,40 +132,45 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--skip-reference", action="store_true")
-    parser.add_argument("--processes", type=int, nargs="*", default=[1], metavar="N",
-                        help="run ours with each of these numbers of processes (e.g. 1 2)")
+    parser.add_argument("--workers", type=int, nargs="*", default=[1], metavar="N",
+                        help="run ours with each of these MAILBOX_WORKERS values (e.g. 1 2)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mailbox-bench-") as tmp:
         state = Path(tmp)
         os.chmod(state, 0o777)
         rows = {}
-        for n in args.processes:
-            name = "ours" if n == 1 else f"ours x{n}"
-            rows[name] = bench_ours(args.pairs, args.seconds, state, processes=n)
+        for n in args.workers:
+            rows[f"ours w{n}"] = bench_ours(args.pairs, args.seconds, state, workers=n)
             time.sleep(1)
         if not args.skip_reference:
             time.sleep(1)
             rows["reference"] = bench_reference(args.pairs, args.seconds, state)
-    header = ("server", "pairs/s", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms",
-              "server CPU s", "DB CPU s")
     print(f"{args.pairs} concurrent pairs, {args.seconds:g} s each")
+    header = ("server", "pairs/s", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms",
+              "server CPU s", "DB CPU s", "CPU ms/pair")
     print(" | ".join(header))
     for name, r in rows.items():
         print(" | ".join([name, f"{r['pairs_per_s']:.1f}", f"{r['errors']:.0f}",
                           f"{r['p50_ms']:.1f}", f"{r['p90_ms']:.1f}", f"{r['p99_ms']:.1f}",
                           f"{r['max_ms']:.1f}", f"{r['server_cpu_s']:.1f}",
-                          f"{r['db_cpu_s']:.1f}"]))
+                          f"{r['db_cpu_s']:.1f}", f"{cpu_per_pair(r):.2f}"]))
     if "reference" in rows:
         ref = rows["reference"]
         for name, r in rows.items():
             if name != "reference":
                 print(f"{name} / reference: pairs/s {r['pairs_per_s'] / ref['pairs_per_s']:.2f}x,"
-                      f" p99 {r['p99_ms'] / ref['p99_ms']:.3f}")
-    if "ours" in rows:
-        one = rows["ours"]["pairs_per_s"]
+                      f" p99 {r['p99_ms'] / ref['p99_ms']:.3f}x,"
+                      f" CPU/pair {cpu_per_pair(r) / cpu_per_pair(ref):.3f}x")
+    if "ours w1" in rows:
+        one = rows["ours w1"]["pairs_per_s"]
         for name, r in rows.items():
-            if name.startswith("ours x"):
-                print(f"{name} / ours (1 process): pairs/s {r['pairs_per_s'] / one:.2f}x")
+            if name.startswith("ours w") and name != "ours w1":
+                print(f"{name} / ours w1: pairs/s {r['pairs_per_s'] / one:.2f}x")
+
+
+def cpu_per_pair(r: dict[str, float]) -> float:
+    """Milliseconds of server plus database CPU per completed pair."""
+    return 1000 * (r["server_cpu_s"] + r["db_cpu_s"]) / max(r["cycles"], 1)
 
 
 if __name__ == "__main__":

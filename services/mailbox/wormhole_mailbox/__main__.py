@@ -11,6 +11,7 @@ from wormhole_common.logs import configure_logging
 from wormhole_common.migrations import migrate
 from wormhole_common.settings import load_or_exit
 
+from wormhole_mailbox.group import WorkerGroup
 from wormhole_mailbox.server import MailboxServer
 from wormhole_mailbox.settings import MailboxSettings
 
@@ -29,7 +30,11 @@ def main() -> int:
         try:
             await db.wait_until_available(settings.database_startup_timeout_seconds)
             await migrate(db, "mailbox", "wormhole_mailbox")
-            await MailboxServer(settings, db).serve(stop)
+            if settings.workers > 1:
+                db.close()  # the workers have their own pools
+                await WorkerGroup(settings).serve(stop)
+            else:
+                await MailboxServer(settings, db).serve(stop)
         finally:
             db.close()
 

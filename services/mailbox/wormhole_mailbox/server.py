@@ -67,18 +67,26 @@ class MailboxServer:
 
     async def serve(
         self, stop: trio.Event, *,
+        listeners: list[trio.SocketListener] | None = None,
+        metrics_listener: trio.SocketListener | None = None,
         task_status: trio.TaskStatus[MailboxServer] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve until `stop` is set, then close every connection and return."""
+        """Serve until `stop` is set, then close every connection and return.
+
+        A worker of a group passes the sockets its supervisor bound; otherwise the server
+        binds `MAILBOX_PORT` and `MAILBOX_METRICS_PORT` itself.
+        """
         async with trio.open_nursery() as background:
-            if self.settings.metrics_port:
+            if metrics_listener is not None:
+                await background.start(self.endpoint.serve_listeners, [metrics_listener])
+            elif self.settings.metrics_port:
                 await background.start(
                     self.endpoint.serve, self.settings.metrics_host, self.settings.metrics_port)
             background.start_soon(self.batcher.run)
             background.start_soon(self.pruner.run)
             await background.start(self.delivery.run)
             async with trio.open_nursery() as handlers:
-                accepting = await handlers.start(self._accept, handlers)
+                accepting = await handlers.start(self._accept, handlers, listeners)
                 task_status.started(self)
                 await stop.wait()
                 accepting.cancel()
@@ -88,10 +96,12 @@ class MailboxServer:
         log.info("mailbox stopped")
 
     async def _accept(
-        self, handlers: trio.Nursery, task_status: trio.TaskStatus[trio.CancelScope],
+        self, handlers: trio.Nursery, listeners: list[trio.SocketListener] | None,
+        task_status: trio.TaskStatus[trio.CancelScope],
     ) -> None:
         """Accept connections into `handlers` until the returned scope is cancelled."""
-        listeners = await trio.open_tcp_listeners(self.settings.port, host=self.settings.host)
+        if listeners is None:
+            listeners = await trio.open_tcp_listeners(self.settings.port, host=self.settings.host)
         self.port = listeners[0].socket.getsockname()[1]
         handle = partial(serve_socket, handle=self.handler, metrics=self.metrics)
         try:

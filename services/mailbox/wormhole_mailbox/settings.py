@@ -9,6 +9,7 @@ from psycopg.conninfo import make_conninfo
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 from wormhole_common.settings import ServiceSettings
+from wormhole_common.workers import available_cpus
 
 from wormhole_mailbox.addresses import Network
 
@@ -38,6 +39,7 @@ class MailboxSettings(ServiceSettings):
     shutdown_grace_seconds: float = Field(default=3, ge=0)
     metrics_host: str = "0.0.0.0"
     metrics_port: int = Field(default=9410, ge=0, le=65535)  # 0: no metrics endpoint
+    workers: int = Field(default_factory=available_cpus, ge=1, le=256)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("trusted_proxies", mode="before")

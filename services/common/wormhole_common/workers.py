@@ -1,0 +1,128 @@
+"""Worker processes under one supervisor: started, restarted when they die, drained on stop.
+
+A trio service is one thread on one core; to use every core the service runs as several
+processes that share the listening sockets (inherited descriptors: the kernel hands each new
+connection to whichever worker accepts first, so a busy worker takes fewer). The supervisor
+owns the sockets, so a restarted worker gets the same ones and nothing queued is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+log = logging.getLogger(__name__)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (a container's cpuset, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class RestartPolicy:
+    """How long to wait before restarting a worker that exited on its own.
+
+    A worker that crashes at once is restarted after `first` seconds, doubling up to `cap`
+    while it keeps crashing; one that ran for `stable` seconds starts again from `first`.
+    """
+
+    first: float = 0.5
+    cap: float = 30.0
+    stable: float = 60.0
+    _delays: dict[int, float] = field(default_factory=dict)
+
+    def delay(self, index: int, started: float, now: float) -> float:
+        previous = self._delays.get(index)
+        if previous is None or now - started >= self.stable:
+            delay = self.first
+        else:
+            delay = min(previous * 2, self.cap)
+        self._delays[index] = delay
+        return delay
+
+
+Command = Callable[[int], Sequence[str]]  # worker index -> argv
+
+
+@dataclass
+class Supervisor:
+    """Keeps `count` workers running until `stop`; then SIGTERM to each and wait for all."""
+
+    count: int
+    command: Command
+    pass_fds: Sequence[int]
+    shutdown_seconds: float  # after SIGTERM, how long a worker may take before SIGKILL
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    on_restart: Callable[[int], None] | None = None
+    pids: dict[int, int] = field(default_factory=dict)  # index -> pid of the running worker
+
+    async def run(self, stop: trio.Event) -> None:
+        async with trio.open_nursery() as nursery:
+            for index in range(self.count):
+                nursery.start_soon(self._keep_running, index, stop)
+
+    async def _keep_running(self, index: int, stop: trio.Event) -> None:
+        while not stop.is_set():
+            started = trio.current_time()
+            code = await self._run_once(index, stop)
+            if stop.is_set():
+                return
+            delay = self.policy.delay(index, started, trio.current_time())
+            log.warning("worker %d exited with %s; restarting it in %.1f s",
+                        index, _describe(code), delay)
+            if self.on_restart is not None:
+                self.on_restart(index)
+            with trio.move_on_after(delay):
+                await stop.wait()
+
+    async def _run_once(self, index: int, stop: trio.Event) -> int:
+        process = await trio.lowlevel.open_process(
+            list(self.command(index)), pass_fds=tuple(self.pass_fds),
+            # Its own session: a terminal's Ctrl-C reaches the supervisor only, which then
+            # stops the workers in order instead of all of them at once.
+            start_new_session=True, stdin=subprocess.DEVNULL,
+        )
+        self.pids[index] = process.pid
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._stop_when_asked, process, stop)
+                code = await process.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.pids.pop(index, None)
+        return code
+
+    async def _stop_when_asked(self, process: trio.Process, stop: trio.Event) -> None:
+        await stop.wait()
+        process.send_signal(signal.SIGTERM)
+        await trio.sleep(self.shutdown_seconds)
+        log.warning("worker %d did not stop in %.0f s; killing it",
+                    process.pid, self.shutdown_seconds)
+        process.kill()
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        return signal.Signals(-code).name
+    return f"status {code}"
+
+
+async def exit_when_orphaned(parent: int, stop: trio.Event, interval: float = 1.0) -> None:
+    """In a worker: set `stop` once the supervisor is gone (killed without a chance to stop
+    us), so no worker outlives its group."""
+    # Nothing signals a parent's death without prctl, whose trigger is the forking *thread*
+    # (trio forks from a worker thread that may exit): polling is the reliable way.
+    while os.getppid() == parent:  # noqa: ASYNC110
+        await trio.sleep(interval)
+    log.warning("supervisor %d is gone; stopping", parent)
+    stop.set()
