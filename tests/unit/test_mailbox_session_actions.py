@@ -21,12 +21,23 @@ from wormhole_mailbox.actions import (
     Unsubscribe,
 )
 from wormhole_mailbox.errors import ErrorKind
-from wormhole_mailbox.ops import Bind, Close, ListNameplates, Message, Open, Refused
+from wormhole_mailbox.limits import Limits, LimitSettings
+from wormhole_mailbox.ops import (
+    Allocate,
+    Bind,
+    Claim,
+    Close,
+    ListNameplates,
+    Message,
+    Open,
+    Refused,
+)
 from wormhole_mailbox.session import (
     Session,
     SessionConfig,
     ping_timeout,
     shutting_down,
+    store_failed,
     too_slow,
 )
 
@@ -149,7 +160,7 @@ def test_a_failed_store_op_reports_and_closes_1011(kind: str) -> None:
     session = {"bind": Session(SessionConfig()), "add": opened()}.get(kind) or bound()
     msg = {"type": kind, "appid": "a", "side": "s", "mailbox": "mb", "phase": "p", "body": "b"}
     perform = last_perform(session.receive(json.dumps(msg), NOW))
-    actions = session.failed(perform)
+    actions = store_failed(perform)
     assert errors_of(actions) == [("internal server error", "internal")]
     assert (Unsubscribe() in actions) == (kind == "open")
     assert actions[-2:] == [Count(Metric.DROPPED, "database"),
@@ -247,3 +258,58 @@ def test_an_add_with_a_long_id_is_refused_naming_the_field() -> None:
     assert errors_of(actions) == [
         ("'id' is too long (at most 256 characters as JSON)", "too_long")]
     assert not [a for a in actions if isinstance(a, Perform)]
+
+
+def quota_sessions(count: int, **limits: Any) -> list[Session]:
+    """Bound sessions of one address sharing `Limits(LimitSettings(**limits))`."""
+    shared = Limits(LimitSettings(**limits))
+    sessions = []
+    for i in range(count):
+        session = Session(SessionConfig(), quota=shared.client("192.0.2.7"))
+        session.complete(last_perform(send(session, type="bind", appid="app", side=f"s{i}")),
+                         None)
+        sessions.append(session)
+    return sessions
+
+
+def test_allocations_past_the_rate_are_refused_and_counted_until_the_bucket_refills() -> None:
+    first, second = quota_sessions(2, allocations_per_minute=1)
+    first.complete(last_perform(send(first, type="allocate")), "4")
+    actions = send(second, type="allocate")
+    text = "too many allocations from your address; try again in a minute"
+    assert errors_of(actions) == [(text, "refused_limit")]
+    assert Count(Metric.REFUSALS, "allocations_rate") in actions
+    assert not [a for a in actions if isinstance(a, Perform)]
+    later = second.receive(json.dumps({"type": "allocate"}), NOW + 60)
+    assert isinstance(last_perform(later).op, Allocate)
+
+
+def test_a_claim_past_the_nameplates_held_is_refused_and_may_be_tried_again() -> None:
+    first, second = quota_sessions(2, nameplates_per_address=1)
+    first.complete(last_perform(send(first, type="claim", nameplate="1")), "mb1")
+    actions = send(second, type="claim", nameplate="2")
+    text = "too many nameplates held by your address; release some or try again later"
+    assert errors_of(actions) == [(text, "refused_limit")]
+    assert Count(Metric.REFUSALS, "nameplates_held") in actions
+    first.complete(last_perform(send(first, type="release")), None)
+    assert last_perform(send(second, type="claim", nameplate="2")).op == Claim(
+        "app", "s1", "2", NOW)
+
+
+def test_nameplates_of_an_ended_connection_count_until_they_would_expire() -> None:
+    first, second = quota_sessions(2, nameplates_per_address=1, nameplate_linger_seconds=600)
+    first.complete(last_perform(send(first, type="allocate")), "4")
+    first.end(NOW)
+    assert errors_of(send(second, type="claim", nameplate="2"))[0][1] == "refused_limit"
+    later = second.receive(json.dumps({"type": "claim", "nameplate": "2"}), NOW + 700)
+    assert isinstance(last_perform(later).op, Claim)
+
+
+def test_opening_mailboxes_past_the_rate_is_refused_without_a_subscription() -> None:
+    first, second = quota_sessions(2, mailboxes_per_minute=1)
+    assert isinstance(last_perform(send(first, type="open", mailbox="m1")).op, Open)
+    actions = send(second, type="open", mailbox="m2")
+    text = "too many new mailboxes from your address; try again in a minute"
+    assert errors_of(actions) == [(text, "refused_limit")]
+    assert not [a for a in actions if isinstance(a, Subscribe | Perform)]
+    assert second.mailbox is None

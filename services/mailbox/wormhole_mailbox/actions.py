@@ -1,7 +1,7 @@
 """What a session asks its connection's shell to do; the shell does it and decides nothing.
 
 Actions are executed in order. A `Perform` is always last: the shell runs the op in the store
-and hands the result back to `Session.complete` (or the failure to `Session.failed`), which
+and hands the result back to `Session.complete` (or the failure to `session.store_failed`), which
 returns the next actions.
 """
 
@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any
 
 from wormhole_mailbox.errors import ErrorKind
+from wormhole_mailbox.limits import REFUSAL_REASONS
 from wormhole_mailbox.ops import Key, Op
 
 Frame = dict[str, Any]
@@ -69,6 +70,7 @@ class Metric(Enum):
     ERRORS = "errors"
     MOODS = "moods"
     DROPPED = "dropped"
+    REFUSALS = "refusals"
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ LABELS: dict[Metric, tuple[str, ...]] = {
     Metric.ERRORS: tuple(kind.value for kind in ErrorKind),
     Metric.MOODS: (*MOODS, "none", "other"),
     Metric.DROPPED: DROP_REASONS,
+    Metric.REFUSALS: REFUSAL_REASONS,
 }
 
 

@@ -31,12 +31,20 @@ from wormhole_mailbox.actions import (
     Subscribe,
     Unsubscribe,
 )
-from wormhole_mailbox.addresses import Network, PeerAddress, peer_address
+from wormhole_mailbox.addresses import Network, PeerAddress, is_trusted_proxy, peer_address
 from wormhole_mailbox.batcher import StoreFailed
 from wormhole_mailbox.hub import Hub, Subscriber
+from wormhole_mailbox.limits import Limits, LimitSettings
 from wormhole_mailbox.metrics import MailboxMetrics
 from wormhole_mailbox.ops import Key, Op, Result
-from wormhole_mailbox.session import Session, SessionConfig, ping_timeout, shutting_down, too_slow
+from wormhole_mailbox.session import (
+    Session,
+    SessionConfig,
+    ping_timeout,
+    shutting_down,
+    store_failed,
+    too_slow,
+)
 from wormhole_mailbox.validation import encode_frame
 
 log = logging.getLogger(__name__)
@@ -88,6 +96,7 @@ class ClientConnection:
                     nursery.cancel_scope.cancel()
         finally:
             self._unsubscribe()
+            self.session.end(time.time())
             self._finished.set()
 
     async def shut_down(self) -> None:
@@ -131,7 +140,7 @@ class ClientConnection:
         try:
             result = await self.services.submit(perform.op)
         except StoreFailed:
-            return await self.execute(self.session.failed(perform))
+            return await self.execute(store_failed(perform))
         return await self.execute(self.session.complete(perform, result))
 
     def _queue(self, frame: Frame) -> None:
@@ -228,11 +237,12 @@ class ConnectionHandler:
 
     def __init__(
         self, services: Services, config: SessionConfig,
-        trusted_proxies: Sequence[Network] = (),
+        trusted_proxies: Sequence[Network] = (), limits: Limits | None = None,
     ) -> None:
         self.services = services
         self.config = config
         self.trusted_proxies = trusted_proxies
+        self.limits = limits if limits is not None else Limits(LimitSettings())
         self.spent = hashcash.SpentStamps()  # shared: a stamp is spent for every connection
         self.connections: set[ClientConnection] = set()
 
@@ -253,10 +263,24 @@ class ConnectionHandler:
         if request.path.rstrip("/") != "/v1":
             await request.reject(404, body=b"Not Found\n")
             return None
+        address = peer_address(peer.host, peer.port, request.headers, self.trusted_proxies)
+        if not is_trusted_proxy(peer.host, self.trusted_proxies):  # admitted at accept
+            return await self._serve_admitted(request, address)
+        if refusal := self.limits.connections.admit(address.host):
+            self.services.metrics.refusals[refusal.reason].inc()
+            await request.reject(503, body=refusal.text.encode() + b"\n")
+            return None
+        try:
+            return await self._serve_admitted(request, address)
+        finally:
+            self.limits.connections.leave(address.host)
+
+    async def _serve_admitted(
+        self, request: WebSocketRequest, address: PeerAddress,
+    ) -> WebSocketConnection:
         ws = await request.accept(extra_headers=[(b"Server", SERVER_HEADER)])
         self.services.metrics.connections["websocket"].inc()
-        address = peer_address(peer.host, peer.port, request.headers, self.trusted_proxies)
-        session = Session(self.config, spent=self.spent)
+        session = Session(self.config, spent=self.spent, quota=self.limits.client(address.host))
         connection = ClientConnection(ws, session, self.services)
         self.connections.add(connection)
         try:

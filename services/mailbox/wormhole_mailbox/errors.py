@@ -36,3 +36,11 @@ class ProtocolError(Exception):
         super().__init__(text)
         self.kind = kind
         self.text = text
+
+
+class LimitRefused(ProtocolError):
+    """A command a quota of the client's address refuses; `reason` is its metric label."""
+
+    def __init__(self, reason: str, text: str) -> None:
+        super().__init__(ErrorKind.REFUSED_LIMIT, text)
+        self.reason = reason

@@ -9,19 +9,21 @@ more than `MAX_MESSAGE_BYTES` at its header (1009).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 from trio_websocket import WebSocketConnection, WebSocketRequest, wrap_server_stream
 from wormhole_common.http import read_head, request_line, response
 from wormhole_common.wsguard import INVALID_PAYLOAD, PROTOCOL_ERROR, TOO_BIG, GuardedStream
 
-from wormhole_mailbox.addresses import PeerAddress
+from wormhole_mailbox.addresses import Network, PeerAddress, is_trusted_proxy
+from wormhole_mailbox.limits import Connections, Refusal
 from wormhole_mailbox.metrics import MailboxMetrics
 
 LIVENESS_BODY = b"Wormhole Relay\n"
 MAX_MESSAGE_BYTES = 1 << 20
 HANDSHAKE_SECONDS = 10  # to send a request head, and again to complete the upgrade
+REFUSAL_SECONDS = 1  # to send a refused client its request head and read our 503
 
 # Serves an upgrade; returns the connection it accepted, if any, once that has ended.
 WebSocketHandler = Callable[[WebSocketRequest, PeerAddress],
@@ -33,14 +35,45 @@ GUARD_CLOSES = {PROTOCOL_ERROR: "protocol_error", INVALID_PAYLOAD: "invalid_utf8
 
 async def serve_socket(
     stream: trio.SocketStream, handle: WebSocketHandler, metrics: MailboxMetrics,
+    connections: Connections, trusted_proxies: Sequence[Network] = (),
 ) -> None:
-    """An accepted TCP connection, served by `serve_stream`."""
-    try:
-        host, port = stream.socket.getpeername()[:2]
-    except OSError:  # the client is gone already
-        await trio.aclose_forcefully(stream)
+    """An accepted TCP connection, admitted (`limits.Connections`: in total, then per address
+    for a direct client, before any byte is read) and served by `serve_stream`."""
+    if refusal := connections.accept():
+        await refuse(stream, refusal, metrics)
         return
-    await serve_stream(stream, PeerAddress(str(host), int(port)), handle, metrics)
+    try:
+        try:
+            host, port = stream.socket.getpeername()[:2]
+        except OSError:  # the client is gone already
+            await trio.aclose_forcefully(stream)
+            return
+        peer = PeerAddress(str(host), int(port))
+        if is_trusted_proxy(peer.host, trusted_proxies):  # counted once the head names it
+            await serve_stream(stream, peer, handle, metrics)
+            return
+        if refusal := connections.admit(peer.host):
+            await refuse(stream, refusal, metrics)
+            return
+        try:
+            await serve_stream(stream, peer, handle, metrics)
+        finally:
+            connections.leave(peer.host)
+    finally:
+        connections.closed()
+
+
+async def refuse(stream: trio.SocketStream, refusal: Refusal, metrics: MailboxMetrics) -> None:
+    """A 503 with the refusal's text, counted. The request head is read first (briefly), so
+    closing does not reset the connection under the client before it reads the answer."""
+    metrics.refusals[refusal.reason].inc()
+    with trio.move_on_after(REFUSAL_SECONDS):
+        try:
+            await read_head(stream)
+            await stream.send_all(response(503, refusal.text.encode() + b"\n"))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    await trio.aclose_forcefully(stream)
 
 
 async def serve_stream(

@@ -54,6 +54,10 @@ class MailboxMetrics:
             registry, "commands_total",
             "Client frames by command type (other: unknown type, invalid: not a JSON object"
             " with a type).", "type", LABELS[Metric.COMMANDS])
+        self.refusals = _labelled(
+            registry, "refusals_total",
+            "Connections and commands refused by a limit or quota, by reason.", "reason",
+            LABELS[Metric.REFUSALS])
         self.errors = _labelled(
             registry, "errors_total", "Error frames sent to clients, by kind.", "kind",
             LABELS[Metric.ERRORS])
@@ -94,7 +98,8 @@ class MailboxMetrics:
             registry, "pruned_total", "What pruning removed, by kind (nameplates, mailboxes).",
             "kind", ("nameplates", "mailboxes"))
         self._counters = {Metric.COMMANDS: self.commands, Metric.ERRORS: self.errors,
-                          Metric.MOODS: self.moods, Metric.DROPPED: self.dropped}
+                          Metric.MOODS: self.moods, Metric.DROPPED: self.dropped,
+                          Metric.REFUSALS: self.refusals}
 
     def watch_connections(self, count: Callable[[], int]) -> None:
         self.connections_open.set_function(lambda: float(count()))

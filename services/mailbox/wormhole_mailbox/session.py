@@ -4,7 +4,7 @@ Every decision about a connection is made here and returned as actions (`actions
 shell to execute: which frames to send, when to subscribe to a mailbox and where its replay
 ends, which op to run in the store, when to close and with which code, what to count.
 `Session.receive(raw, now)` takes one inbound frame; when the store answers an op,
-`Session.complete` (or `Session.failed`) gives the rest. Nothing here touches a socket, a
+`Session.complete` (or `store_failed`) gives the rest. Nothing here touches a socket, a
 database or a clock.
 """
 
@@ -30,7 +30,8 @@ from wormhole_mailbox.actions import (
 )
 from wormhole_mailbox.addresses import PeerAddress
 from wormhole_mailbox.allocation import is_valid_nameplate
-from wormhole_mailbox.errors import ErrorKind, ProtocolError
+from wormhole_mailbox.errors import ErrorKind, LimitRefused, ProtocolError
+from wormhole_mailbox.limits import ClientQuota, Limits, LimitSettings, Refusal
 from wormhole_mailbox.ops import (
     Add,
     Allocate,
@@ -116,9 +117,10 @@ class Session:
 
     def __init__(
         self, config: SessionConfig, *, resource: str | None = None,
-        spent: hashcash.SpentStamps | None = None,
+        spent: hashcash.SpentStamps | None = None, quota: ClientQuota | None = None,
     ) -> None:
         self.config = config
+        self.quota = quota or Limits(LimitSettings()).client("unknown")  # the defaults, alone
         self.resource = resource or (hashcash.new_resource() if config.hashcash_bits else None)
         self.spent = spent if spent is not None else hashcash.SpentStamps()
         self.permitted = config.hashcash_bits is None
@@ -150,6 +152,8 @@ class Session:
             actions += self._dispatch(msg, now)
         except ProtocolError as exc:
             actions += error(exc.kind, exc.text, msg)
+            if isinstance(exc, LimitRefused):
+                actions.append(Count(Metric.REFUSALS, exc.reason))
         return actions
 
     def _dispatch(self, msg: Frame, now: float) -> list[Action]:
@@ -176,6 +180,7 @@ class Session:
         if kind == "allocate":
             if self.did_allocate:
                 raise _sequence("you already allocated one, don't be greedy")
+            _allowed(self.quota.allocate(now))
             return [Perform(Allocate(app, side, now), msg)]
         if kind == "claim":
             return [Perform(self._claim(msg, now), msg)]
@@ -185,11 +190,14 @@ class Session:
             if self.mailbox is not None:
                 raise _sequence("only one open per connection")
             mailbox = required(msg, "mailbox", "open requires 'mailbox'")
+            _allowed(self.quota.open(mailbox, now))
             return [Subscribe((app, mailbox)), Perform(Open(app, side, mailbox, now), msg)]
         if kind == "add":
             return [Perform(self._add(msg, now), msg)]
         if kind == "close":
             close = self._close(msg, now)
+            if close.implicit_open:
+                _allowed(self.quota.open(close.mailbox, now))
             return [Count(Metric.MOODS, mood_label(close.mood)), Unsubscribe(),
                     Perform(close, msg)]
         raise ProtocolError(ErrorKind.UNKNOWN_TYPE, "unknown type")
@@ -217,6 +225,9 @@ class Session:
         self.claimed = name
         if not is_valid_nameplate(check_string(name, "nameplate")):
             raise ProtocolError(ErrorKind.INVALID_NAMEPLATE, "invalid nameplate")
+        if refusal := self.quota.claim(name, now):
+            self.did_claim, self.claimed = False, None  # refused by a quota: it did not happen
+            _allowed(refusal)
         return Claim(self.app, self.side, name, now)
 
     def _release(self, msg: Frame, now: float) -> Release:
@@ -271,12 +282,15 @@ class Session:
         if isinstance(op, Allocate):
             assert isinstance(result, str)
             self.did_allocate = True
+            self.quota.holding(result)
             return [Send({"type": "allocated", "nameplate": result})]
         if isinstance(op, Claim):
             assert isinstance(result, str)
+            self.quota.holding(op.nameplate, result)
             return [Send({"type": "claimed", "mailbox": result})]
         if isinstance(op, Release):
             self.did_release = True
+            self.quota.released(op.nameplate)
             return [Send({"type": "released"})]
         if isinstance(op, Open):
             self.mailbox = op.mailbox
@@ -290,12 +304,20 @@ class Session:
             return [Send({"type": "closed"})]
         return []  # bind; an added message comes back through the subscription
 
-    def failed(self, perform: Perform) -> list[Action]:
-        """The store could not execute `perform.op`: report it and give up the connection."""
-        unsubscribe: list[Action] = [Unsubscribe()] if isinstance(perform.op, Open) else []
-        return [*unsubscribe, *error(ErrorKind.INTERNAL, "internal server error", perform.orig),
-                Count(Metric.DROPPED, "database"),
-                CloseConnection(1011, "database unavailable", flush=True)]
+    def end(self, now: float) -> None:
+        """The connection is gone: nameplates it still holds count against its address until
+        they would have expired."""
+        self.quota.close(now)
+
+
+
+def store_failed(perform: Perform) -> list[Action]:
+    """The store could not execute `perform.op`: report it and give up the connection."""
+    unsubscribe: list[Action] = [Unsubscribe()] if isinstance(perform.op, Open) else []
+    return [*unsubscribe, *error(ErrorKind.INTERNAL, "internal server error", perform.orig),
+            Count(Metric.DROPPED, "database"),
+            CloseConnection(1011, "database unavailable", flush=True)]
+
 
 def too_slow() -> list[Action]:
     """The client let its queue of outbound frames fill up."""
@@ -312,6 +334,13 @@ def ping_timeout() -> list[Action]:
 def shutting_down() -> list[Action]:
     """The server is stopping: clients reconnect elsewhere or later."""
     return [CloseConnection(1001, "server shutting down", flush=False)]
+
+
+def _allowed(refusal: Refusal | None) -> None:
+    """Raises if a quota of the client's address refused the command: the client gets an
+    error, counted by reason, and the connection stays usable."""
+    if refusal is not None:
+        raise LimitRefused(refusal.reason, refusal.text)
 
 
 def _invalid(kind: ErrorKind, text: str, orig: Any) -> list[Action]:

@@ -42,6 +42,32 @@ class MailboxSettings(ServiceSettings):
     workers: int = Field(default_factory=available_cpus, ge=1, le=256)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # -- limits and quotas (issue 10): per process; the address is the trusted proxy's --------
+    max_connections: int | None = Field(
+        default=None, ge=1,
+        description="Open connections at most; unset: sized from the open-file limit (the"
+        " limit minus a reserve for the database pool, listeners and /metrics, at most 10,000)")
+    max_connections_per_ip: int = Field(
+        default=250, ge=1,
+        description="Open connections from one address (an IPv6 /64) at most; capped at a"
+        " quarter of MAILBOX_MAX_CONNECTIONS so other addresses are still served")
+    allocations_per_minute: float = Field(
+        default=60, gt=0,
+        description="Nameplate allocations per address and minute (also the burst)")
+    new_mailboxes_per_minute: float = Field(
+        default=60, gt=0,
+        description="New mailboxes (a claim of a nameplate the connection did not allocate,"
+        " or an open of a mailbox its claim did not return) per address and minute")
+    nameplates_per_ip: int = Field(
+        default=100, ge=1,
+        description="Nameplates one address may hold at once (allocated or claimed, until"
+        " released or expired)")
+
+    @field_validator("max_connections", mode="before")
+    @classmethod
+    def _max_connections_empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _parse_networks(cls, value: object) -> object:
