@@ -60,7 +60,7 @@ class Harness:
         self.store = FakeStore(self.hub)
         self.metrics = MailboxMetrics(CollectorRegistry())
         services = Services(hub=self.hub, submit=self.store.submit, metrics=self.metrics,
-                            ping_interval=3600, ping_timeout=3600)
+                            ping_interval=3600, ping_timeout=3600, command_timeout=5)
         self.handler = ConnectionHandler(services, config)
 
     async def connect(self, path: str = "/v1") -> WebSocketConnection:
@@ -177,6 +177,25 @@ async def test_a_failed_store_op_is_reported_then_closed_1011() -> None:
         assert not h.hub.is_subscribed(("app", "mb"))
         assert h.counted("connections_dropped_total", reason="database") == 1
         assert h.counted("errors_total", kind="internal") == 1
+
+
+async def test_a_store_op_past_the_deadline_is_an_error_then_a_1011_close(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with harness() as h:  # virtual seconds: the deadline of 5 s passes
+        ws = await bound(h)
+        h.store.gate = trio.Event()  # the store never answers
+        await send(ws, type="open", mailbox="mb", id=2)
+        assert await recv(ws) == {"type": "ack", "id": 2}
+        assert await recv(ws) == {"type": "error", "error": "command timed out",
+                                  "orig": {"type": "open", "mailbox": "mb", "id": 2}}
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+        assert (closed.value.reason.code, closed.value.reason.reason) == (
+            1011, "command timed out")
+        assert not h.hub.is_subscribed(("app", "mb"))
+        assert h.counted("connections_dropped_total", reason="command_timeout") == 1
+        assert h.counted("errors_total", kind="timeout") == 1
 
 
 async def test_permission_denied_is_flushed_then_closed_1008() -> None:

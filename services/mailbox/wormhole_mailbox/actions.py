@@ -87,7 +87,7 @@ COMMANDS = ("ping", "bind", "list", "allocate", "claim", "release", "open", "add
             "submit-permissions")
 MOODS = ("happy", "lonely", "errory", "scary", "unwelcome")
 DROP_REASONS = ("handshake_timeout", "too_slow", "ping_timeout", "permission_denied",
-                "database", "protocol_error", "invalid_utf8", "too_big")
+                "database", "command_timeout", "protocol_error", "invalid_utf8", "too_big")
 
 # Every label each counter can carry: client strings never become label values.
 LABELS: dict[Metric, tuple[str, ...]] = {

@@ -40,6 +40,7 @@ from wormhole_mailbox.ops import Key, Op, Result
 from wormhole_mailbox.session import (
     Session,
     SessionConfig,
+    command_timed_out,
     ping_timeout,
     shutting_down,
     store_failed,
@@ -64,6 +65,7 @@ class Services:
     metrics: MailboxMetrics
     ping_interval: float
     ping_timeout: float
+    command_timeout: float = 10  # a store op past it: an error, then a 1011 close
 
 
 class ClientConnection:
@@ -137,11 +139,16 @@ class ClientConnection:
         return False
 
     async def _perform(self, perform: Perform) -> bool:
-        try:
-            result = await self.services.submit(perform.op)
-        except StoreFailed:
-            return await self.execute(store_failed(perform))
-        return await self.execute(self.session.complete(perform, result))
+        """Run the op under the command's deadline; then what the session says next."""
+        actions = command_timed_out(perform)
+        with trio.move_on_after(self.services.command_timeout):
+            try:
+                result = await self.services.submit(perform.op)
+            except StoreFailed:
+                actions = store_failed(perform)
+            else:
+                actions = self.session.complete(perform, result)
+        return await self.execute(actions)
 
     def _queue(self, frame: Frame) -> None:
         if self._held is not None:

@@ -55,6 +55,7 @@ class MailboxServer:
             hub=self.hub, submit=self.batcher.submit, metrics=metrics,
             ping_interval=settings.websocket_ping_interval_seconds,
             ping_timeout=settings.websocket_ping_timeout_seconds,
+            command_timeout=settings.command_timeout_seconds,
         )
         config = SessionConfig(
             motd=settings.motd, advertise_version=settings.advertise_version,

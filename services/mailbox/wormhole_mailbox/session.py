@@ -59,6 +59,7 @@ from wormhole_mailbox.validation import (
 )
 
 PERMISSION_DENIED = "permission denied"
+COMMAND_TIMED_OUT = "command timed out"
 
 
 @dataclass(frozen=True)
@@ -317,6 +318,15 @@ def store_failed(perform: Perform) -> list[Action]:
     return [*unsubscribe, *error(ErrorKind.INTERNAL, "internal server error", perform.orig),
             Count(Metric.DROPPED, "database"),
             CloseConnection(1011, "database unavailable", flush=True)]
+
+
+def command_timed_out(perform: Perform) -> list[Action]:
+    """The store did not answer within the command's deadline: say so and close, since the
+    op may still take effect later (the client reconnects and finds out)."""
+    unsubscribe: list[Action] = [Unsubscribe()] if isinstance(perform.op, Open) else []
+    return [*unsubscribe, *error(ErrorKind.TIMEOUT, COMMAND_TIMED_OUT, perform.orig),
+            Count(Metric.DROPPED, "command_timeout"),
+            CloseConnection(1011, COMMAND_TIMED_OUT, flush=True)]
 
 
 def too_slow() -> list[Action]:

@@ -58,6 +58,10 @@ class MailboxSettings(ServiceSettings):
         default=60, gt=0,
         description="New mailboxes (a claim of a nameplate the connection did not allocate,"
         " or an open of a mailbox its claim did not return) per address and minute")
+    command_timeout_seconds: float = Field(
+        default=10, gt=0,
+        description="Deadline of one command's store op; past it the client gets an error"
+        " and the connection is closed (1011)")
     nameplates_per_ip: int = Field(
         default=100, ge=1,
         description="Nameplates one address may hold at once (allocated or claimed, until"
