@@ -1,0 +1,146 @@
+"""Pruning: keep the mailboxes a process serves alive, retire the abandoned ones.
+
+A backlog can be large (tens of thousands of rows), so `prune_in_batches` works through it in
+short transactions of at most `batch_size` mailboxes each: the locks of one batch are held for
+a moment, and commands touching those mailboxes wait at most that long. Every transaction
+takes its locks through `mb_lock`, in the same global order as the command batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import psycopg
+from wormhole_common.database import Database
+
+from wormhole_mailbox import records as usage_rows
+from wormhole_mailbox import usage
+from wormhole_mailbox.locking import LockKeys
+from wormhole_mailbox.records import Records
+
+PRUNE_LOCK_KEY = 0x7072756E65  # "prune": one pruner at a time across processes
+DEFAULT_BATCH_SIZE = 500
+
+Key = tuple[str, str]  # (app, mailbox)
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    touched: int
+    nameplates: int
+    mailboxes: int
+    ran: bool  # False when another process holds the pruning lock
+    records: tuple[usage.NameplateUsage | usage.MailboxUsage, ...] = ()
+    candidates: int = 0  # stale mailboxes looked at (some may have been touched meanwhile)
+
+    def __add__(self, other: PruneReport) -> PruneReport:
+        return PruneReport(
+            self.touched + other.touched, self.nameplates + other.nameplates,
+            self.mailboxes + other.mailboxes, self.ran and other.ran,
+            self.records + other.records, self.candidates + other.candidates,
+        )
+
+
+class Pruner:
+    def __init__(self, *, blur_seconds: float | None) -> None:
+        self.blur_seconds = blur_seconds
+
+    @staticmethod
+    def touch(conn: psycopg.Connection, *, subscribed: list[Key], now: float) -> int:
+        """Mark `subscribed` mailboxes as used now (they are live here, whatever their age)."""
+        if not subscribed:
+            return 0
+        conn.execute(*LockKeys(mailboxes=list(subscribed)).query())
+        return _touch(conn, subscribed, now)
+
+    def retire(
+        self, conn: psycopg.Connection, *, now: float, cutoff: float, limit: int | None,
+        subscribed: Sequence[Key] = (),
+    ) -> PruneReport:
+        """Retire up to `limit` mailboxes untouched since `cutoff`, after touching `subscribed`.
+
+        Only the holder of the pruning lock retires; a mailbox touched after it was picked is
+        seen as live under its lock and kept.
+        """
+        row = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (PRUNE_LOCK_KEY,)).fetchone()
+        ran = bool(row and row[0])
+        stale: list[Key] = []
+        if ran:
+            stale = [(a, m) for a, m in conn.execute(
+                "SELECT app_id, id FROM mailboxes WHERE updated <= %s"
+                " ORDER BY updated, app_id, id LIMIT %s", (cutoff, limit),
+            ).fetchall()]
+        keys = LockKeys(mailboxes=[*subscribed, *stale], retiring=stale)
+        if keys:
+            conn.execute(*keys.query())
+        touched = _touch(conn, list(subscribed), now) if subscribed else 0
+        if not ran:
+            return PruneReport(touched, 0, 0, ran=False)
+        return self._retire(conn, stale, cutoff, now, touched)
+
+    def _retire(
+        self, conn: psycopg.Connection, stale: list[Key], cutoff: float, now: float, touched: int,
+    ) -> PruneReport:
+        rows = conn.execute(
+            "SELECT o_app, o_nameplates, o_mailbox FROM mb_prune(%s, %s, %s)",
+            ([a for a, _ in stale], [m for _, m in stale], cutoff),
+        ).fetchall()
+        records: Records = []
+        queries = []
+        nameplates = 0
+        for app, plates, summary in rows:
+            for plate in plates:
+                record, query = usage_rows.nameplate(
+                    app, plate, now, pruned=True, blur_seconds=self.blur_seconds)
+                records.append(record)
+                queries.append(query)
+                nameplates += 1
+            if summary is not None:
+                mailbox_record, query = usage_rows.mailbox(
+                    app, summary, now, pruned=True, blur_seconds=self.blur_seconds)
+                records.append(mailbox_record)
+                queries.append(query)
+        for sql in (usage_rows.NAMEPLATE_SQL, usage_rows.MAILBOX_SQL):
+            params = [p for s, p in queries if s == sql]
+            if params:
+                conn.cursor().executemany(sql, params)
+        return PruneReport(touched, nameplates, len(rows), ran=True, records=tuple(records),
+                           candidates=len(stale))
+
+
+def _touch(conn: psycopg.Connection, subscribed: list[Key], now: float) -> int:
+    cur = conn.execute(
+        "UPDATE mailboxes m SET updated = %s FROM unnest(%s::text[], %s::text[]) AS s(app, id)"
+        " WHERE m.app_id = s.app AND m.id = s.id",
+        (now, [a for a, _ in subscribed], [m for _, m in subscribed]),
+    )
+    return cur.rowcount
+
+
+async def prune_in_batches(
+    db: Database, pruner: Pruner, *, now: float, cutoff: float, subscribed: list[Key],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    on_batch: Callable[[PruneReport], Awaitable[None]] | None = None,
+) -> PruneReport:
+    """Touch `subscribed`, then retire stale mailboxes, `batch_size` per transaction.
+
+    `on_batch` is told each committed transaction's report (usage records to count), so what
+    committed is accounted for even if a later batch fails.
+    """
+    if batch_size < 1:
+        raise ValueError("batch size must be at least 1")
+    total = PruneReport(0, 0, 0, ran=True)
+    for start in range(0, len(subscribed), batch_size):
+        chunk = subscribed[start:start + batch_size]
+        touched = await db.run(partial(pruner.touch, subscribed=chunk, now=now))
+        total += PruneReport(touched, 0, 0, ran=True)
+    while True:
+        report = await db.run(
+            lambda conn: pruner.retire(conn, now=now, cutoff=cutoff, limit=batch_size))
+        total += report
+        if on_batch is not None:
+            await on_batch(report)
+        if not report.ran or report.candidates < batch_size:
+            return total
