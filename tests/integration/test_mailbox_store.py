@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import string
 from collections.abc import AsyncIterator
@@ -226,3 +227,59 @@ async def test_an_add_to_a_missing_mailbox_is_gone_not_full(database_url: str) -
             store = Store(blur_seconds=None, max_messages=0)
             assert await run_ops(db, store, [add("b", mailbox="nowhere")]) == [
                 Refused("mailbox is gone")]
+
+
+# -- paged replay ------------------------------------------------------------------------------
+
+
+async def test_a_replay_reads_pages_on_demand_and_sees_later_messages(database_url: str) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None, open_page_size=4)
+            opened = await run_ops(db, store, [Open(APP, "side", "mb", 1.0)])
+            assert opened == [[]]
+            await run_ops(db, store, [add(f"m{i:02d}") for i in range(10)])
+            # open gives the first page only
+            [first] = await run_ops(db, store, [Open(APP, "side", "mb", 1.0)])
+            assert isinstance(first, list)
+            messages = [m for m in first if isinstance(m, Message)]
+            assert [m.body for m in messages] == ["m00", "m01", "m02", "m03"]
+            pages: list[list[str]] = []
+            after = messages[-1].seq
+            async for page in store.pages(db, APP, "mb", after=after, page_size=4):
+                pages.append([m.body for m in page])
+                if len(pages) == 1:  # stored while the replay is under way: still replayed
+                    await run_ops(db, store, [add("late")])
+            assert pages == [["m04", "m05", "m06", "m07"], ["m08", "m09", "late"]]
+
+
+async def test_a_replay_of_an_exact_multiple_ends_with_an_empty_page(database_url: str) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None)
+            await run_ops(db, store, [Open(APP, "side", "mb", 1.0)])
+            await run_ops(db, store, [add(f"m{i}") for i in range(4)])
+            sizes = [len(page) async for page in store.pages(db, APP, "mb", page_size=2)]
+            assert sizes == [2, 2, 0]
+            other = [page async for page in store.pages(db, "other-app", "mb", page_size=2)]
+            assert other == [[]]
+
+
+async def test_an_outage_logs_one_line_not_one_per_op(
+    database_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            batcher = Batcher(db, Store(blur_seconds=None), on_message=lambda op, m: None)
+            db.close()  # every batch now fails as in an outage
+            with caplog.at_level(logging.WARNING, logger="wormhole_mailbox.batcher"):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(batcher.run)
+                    for i in range(5):
+                        with pytest.raises(StoreFailed) as failed:
+                            await batcher.submit(add(f"m{i}"))
+                        assert str(failed.value) == "database adapter is closed"
+                    nursery.cancel_scope.cancel()
+            assert [r.getMessage() for r in caplog.records] == [
+                "database write failed (DatabaseUnavailable): database adapter is closed"
+                " (a batch of 1)"]

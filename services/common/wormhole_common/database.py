@@ -4,6 +4,13 @@ psycopg's async API needs asyncio, so each unit of work (one transaction) runs i
 thread on a pooled connection. A `CapacityLimiter` sized to the pool bounds the threads; a
 cancelled caller really cancels its query (`cancel_safe`), and `statement_timeout` is the
 backstop for anything that slips past.
+
+A frozen server (SIGSTOP, a hung host) answers nothing, and `statement_timeout` is enforced by
+that server: so every run also has a deadline on the trio side. Past it the caller gets
+`DatabaseUnavailable`, the thread is abandoned (it still holds its connection and limiter
+token until the server answers or TCP gives up) and its transaction rolls back instead of
+committing. TCP keepalives and `tcp_user_timeout` let a thread on a dead host's connection
+give up too.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ class _Running:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._conn: psycopg.Connection | None = None
+        self.abandoned = False  # the caller gave up: roll back, never commit
 
     def set(self, conn: psycopg.Connection | None) -> None:
         with self._lock:
@@ -60,6 +68,7 @@ class Database:
         size: int = 4,
         statement_timeout_ms: int = 10_000,
         connect_timeout_s: int = 5,
+        deadline_seconds: float = 10.0,
         application_name: str = "wormhole-stack",
         observer: Observer | None = None,
     ) -> None:
@@ -69,6 +78,7 @@ class Database:
         self.size = size
         self._options = f"-c statement_timeout={statement_timeout_ms}"
         self._connect_timeout = connect_timeout_s
+        self.deadline = deadline_seconds  # for one run: waiting for a thread, connecting, work
         self._application_name = application_name
         self._idle: list[psycopg.Connection] = []
         self._lock = threading.Lock()
@@ -83,6 +93,11 @@ class Database:
             connect_timeout=self._connect_timeout,
             options=self._options,
             application_name=self._application_name,
+            keepalives=1,
+            keepalives_idle=5,
+            keepalives_interval=2,
+            keepalives_count=3,
+            tcp_user_timeout=int(max(self.deadline, 1) * 1000),
         )
 
     def _checkout(self) -> psycopg.Connection:
@@ -120,7 +135,10 @@ class Database:
         running.set(conn)
         try:
             with conn.transaction():
-                return work(conn)
+                result = work(conn)
+                if running.abandoned:
+                    raise DatabaseUnavailable("abandoned by its caller: rolled back")
+                return result
         except psycopg.OperationalError:
             conn.close()
             raise
@@ -131,22 +149,27 @@ class Database:
     async def run(self, work: Work[T]) -> T:
         """Run `work(conn)` inside one transaction in a worker thread; commit if it returns.
 
-        A cancelled caller abandons the thread and interrupts its query; the thread then rolls
-        back and returns its connection to the pool by itself.
+        A cancelled caller, or one past the deadline, abandons the thread and interrupts its
+        query; the thread then rolls back and returns its connection to the pool by itself.
         """
         if self._closed:
             raise DatabaseUnavailable("database adapter is closed")
         running = _Running()
-        try:
-            return await trio.to_thread.run_sync(
-                self._run_in_thread, work, running, abandon_on_cancel=True, limiter=self._limiter
-            )
-        except trio.Cancelled:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(running.cancel)
-            raise
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(str(exc).strip() or type(exc).__name__) from exc
+        with trio.move_on_after(self.deadline) as scope:
+            try:
+                return await trio.to_thread.run_sync(
+                    self._run_in_thread, work, running, abandon_on_cancel=True,
+                    limiter=self._limiter,
+                )
+            except trio.Cancelled:
+                running.abandoned = True
+                # cancel_safe may itself wait for a frozen server: never on the caller's time
+                trio.lowlevel.start_thread_soon(running.cancel, lambda _outcome: None)
+                raise
+            except psycopg.OperationalError as exc:
+                raise DatabaseUnavailable(str(exc).strip() or type(exc).__name__) from exc
+        assert scope.cancelled_caught
+        raise DatabaseUnavailable(f"the database did not answer within {self.deadline:g} s")
 
     async def wait_until_available(self, patience: float) -> None:
         """At start a database in the same deployment may still be starting: retry a while."""

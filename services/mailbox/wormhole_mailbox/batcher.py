@@ -17,6 +17,7 @@ import psycopg
 import trio
 from wormhole_common.channels import receive_batch
 from wormhole_common.database import Database
+from wormhole_common.failures import FailureLog
 
 from wormhole_mailbox.ops import Add, Message, Op, Result
 from wormhole_mailbox.pipeline import OpFailed
@@ -49,6 +50,9 @@ class Batcher:
         self.on_message = on_message
         self.on_usage = on_usage  # told the usage records of each committed transaction
         self.max_batch = max_batch
+        # an outage fails every op alike: one line per kind and a summary, not one per op
+        self.failures = FailureLog(log, "database write")
+        self.rejected = FailureLog(log, "op rejected by the database")  # never "recovers"
         self._send, self._receive = trio.open_memory_channel[_Pending](queue_size)
 
     async def submit(self, op: Op) -> Result:
@@ -70,17 +74,20 @@ class Batcher:
         try:
             results = await self.db.run(lambda conn: self._many(conn, ops, records))
         except Exception as exc:
-            log.warning("batch of %d failed: %s", len(batch), exc)
+            failure = OpFailed.of(exc)
+            self.failures.failed(failure.kind, f"{failure.reason} (a batch of {len(batch)})")
             for pending in batch:
-                pending.failure = str(exc) or type(exc).__name__
+                pending.failure = failure.reason
         else:
             self._committed(records)
             for pending, result in zip(batch, results, strict=True):
                 if isinstance(result, OpFailed):
-                    log.warning("op %s failed: %s", type(pending.op).__name__, result.reason)
+                    self.rejected.failed(result.kind, f"{type(pending.op).__name__}: "
+                                         f"{result.reason}")
                     pending.failure = result.reason
                 else:
                     pending.result = result
+            self.failures.succeeded()
         for pending in batch:
             if isinstance(pending.op, Add) and isinstance(pending.result, Message):
                 self.on_message(pending.op, pending.result)

@@ -9,9 +9,12 @@ from __future__ import annotations
 import base64
 import os
 import random
+from collections.abc import AsyncIterator
+from functools import partial
 
 import psycopg
 from psycopg.types.json import Jsonb
+from wormhole_common.database import Database
 
 from wormhole_mailbox import records as usage_rows
 from wormhole_mailbox import usage
@@ -44,9 +47,8 @@ APP_LOCK_NAMESPACE = 0x6E61  # pg_advisory_xact_lock(namespace, hash(app)) for a
 
 MESSAGES_SQL = (
     "SELECT seq, side, phase, body, server_rx, msg_id FROM messages"
-    " WHERE app_id = %s AND mailbox_id = %s AND seq > %s ORDER BY seq"
+    " WHERE app_id = %s AND mailbox_id = %s AND seq > %s ORDER BY seq LIMIT %s"
 )
-
 
 
 def new_mailbox_id() -> str:
@@ -58,13 +60,16 @@ class Store:
     def __init__(
         self, *, blur_seconds: float | None, rng: random.Random | None = None,
         origin: str = "", max_messages: int = DEFAULT_MAX_MESSAGES,
-        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_bytes: int = DEFAULT_MAX_BYTES, open_page_size: int | None = None,
     ) -> None:
         self.blur_seconds = blur_seconds
         self.rng = rng or random.SystemRandom()
         self.origin = origin  # names this process in message notifications
         self.max_messages = max_messages  # per mailbox; an add past either limit is refused
         self.max_bytes = max_bytes  # octets of all bodies in a mailbox
+        # `open` returns at most this many messages (None: all); the shell reads the rest
+        # with `pages(after=<last seq>)`
+        self.open_page_size = open_page_size
         self.pruner = Pruner(blur_seconds=blur_seconds)
         self.round_trips = 0  # pipelines sent by `execute_many`, for tests and benchmarks
 
@@ -151,14 +156,13 @@ class Store:
             records.append(record)
         return None
 
-    @staticmethod
-    def _open(op: Open) -> Plan:
+    def _open(self, op: Open) -> Plan:
         rows = yield (
             "SELECT mb_open_side(%s, %s, %s, %s, false)", (op.app, op.mailbox, op.side, op.now)
         )
         if rows and rows[0][0]:
             return Refused(rows[0][0])
-        rows = yield (MESSAGES_SQL, (op.app, op.mailbox, 0))
+        rows = yield (MESSAGES_SQL, (op.app, op.mailbox, 0, self.open_page_size))
         return [Message(*row) for row in rows]
 
     def _add(self, op: Add) -> Plan:
@@ -201,9 +205,30 @@ class Store:
         return [(row[0], row[1], Message(*row[2:])) for row in rows]
 
     @staticmethod
-    def messages(conn: psycopg.Connection, app: str, mailbox: str, after: int = 0) -> list[Message]:
-        rows = conn.execute(MESSAGES_SQL, (app, mailbox, after)).fetchall()
+    def messages(
+        conn: psycopg.Connection, app: str, mailbox: str, after: int = 0,
+        limit: int | None = None,
+    ) -> list[Message]:
+        """The mailbox's messages after seq `after`, in order; at most `limit` (a page)."""
+        rows = conn.execute(MESSAGES_SQL, (app, mailbox, after, limit)).fetchall()
         return [Message(*row) for row in rows]
+
+    async def pages(
+        self, db: Database, app: str, mailbox: str, *, after: int = 0, page_size: int = 100,
+    ) -> AsyncIterator[list[Message]]:
+        """A replay, page by page (keyset on seq): the next page is read only when the
+        consumer asks for it, so a slow reader holds one page in memory, never the mailbox.
+        Messages stored meanwhile are included; the last page is shorter than `page_size`
+        (possibly empty)."""
+        if page_size < 1:
+            raise ValueError("page size must be at least 1")
+        while True:
+            page = await db.run(partial(self.messages, app=app, mailbox=mailbox, after=after,
+                                        limit=page_size))
+            yield page
+            if len(page) < page_size:
+                return
+            after = page[-1].seq
 
     # -- pruning -------------------------------------------------------------------------------
 
