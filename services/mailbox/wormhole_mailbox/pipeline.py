@@ -1,11 +1,12 @@
 """Runs many ops' plans in one transaction: few round trips, and one bad op fails alone.
 
 Each op is a plan, a generator that yields one query at a time and receives its rows. Every
-round sends the next query of all unfinished plans in one pipeline, each statement wrapped in
-its own savepoint, so a batch costs as many round trips as its longest plan (two or three).
-When PostgreSQL rejects a statement, the server skips the rest of the pipeline: we roll back
-to that statement's savepoint (one round trip), fail its op alone, and send the statements
-that were skipped again. Statements that failed in the client (a value that cannot be
+round sends the next query of all unfinished plans in one pipeline, so a batch costs as many
+round trips as its longest plan (two or three). When PostgreSQL rejects a statement, the
+batch is rolled back to a savepoint taken at its start and run again with each statement in
+its own savepoint: then a failure makes the server skip the rest of the pipeline, we roll
+back to that statement's savepoint (one round trip), fail its op alone, and send the
+statements that were skipped again. Statements that failed in the client (a value that cannot be
 encoded) fail their op without reaching the server at all.
 
 A failure that says the database itself is in trouble (connection lost, query cancelled by a
@@ -18,7 +19,7 @@ although an aborted pipeline skipped its PREPARE, and every later use would then
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,12 +61,36 @@ def _fatal(conn: psycopg.Connection, exc: psycopg.Error) -> bool:
     return exc.sqlstate is None or exc.sqlstate[:2] in _FATAL_CLASSES
 
 
-def run_plans(conn: psycopg.Connection, plans: list[Plan], prelude: list[Query]) -> Outcome:
-    """Run `plans` to completion in the caller's transaction; `prelude` runs first, once.
+class _Rejected(Exception):
+    """A statement failed while the batch ran without per-statement savepoints."""
+
+
+def run_plans(
+    conn: psycopg.Connection, make_plans: Callable[[], list[Plan]], prelude: list[Query],
+) -> Outcome:
+    """Run the plans to completion in the caller's transaction; `prelude` runs first, once.
 
     Plans are sent in list order in every round. A result is the plan's return value, or
-    `OpFailed` if one of its statements (or its own code) failed.
+    `OpFailed` if one of its statements (or its own code) failed. Savepoints cost server work
+    on every statement, and too many subtransactions slow every session down, so the batch
+    first runs under a single savepoint; only if a statement fails is it rolled back and run
+    again from fresh plans (`make_plans`) with a savepoint per statement.
     """
+    trips = 0
+    try:
+        return _run(conn, make_plans(), [*prelude, ("SAVEPOINT batch", ())], isolate=False)
+    except _Rejected as rejected:
+        trips = rejected.args[0] + 1
+        with conn.pipeline():
+            conn.execute("ROLLBACK TO SAVEPOINT batch", prepare=False)
+            conn.execute("RELEASE SAVEPOINT batch", prepare=False)
+    outcome = _run(conn, make_plans(), [], isolate=True)
+    outcome.round_trips += trips
+    return outcome
+
+
+def _run(conn: psycopg.Connection, plans: list[Plan], prelude: list[Query], *, isolate: bool,
+         ) -> Outcome:
     outcome = Outcome([None] * len(plans))
     pending: dict[int, Query] = {}
     for i in range(len(plans)):
@@ -75,7 +100,7 @@ def run_plans(conn: psycopg.Connection, plans: list[Plan], prelude: list[Query])
         items = sorted(pending.items())
         pending = {}
         while items:
-            done, items = _round(conn, first, items, outcome)
+            done, items = _round(conn, first, items, outcome, isolate=isolate)
             first = []
             for i, rows in done:
                 _advance(plans, i, rows, pending, outcome)
@@ -100,7 +125,7 @@ def _advance(
 
 def _round(
     conn: psycopg.Connection, prelude: list[Query], items: list[tuple[int, Query]],
-    outcome: Outcome,
+    outcome: Outcome, *, isolate: bool,
 ) -> tuple[list[tuple[int, Rows | BaseException]], list[tuple[int, Query]]]:
     """Send `items` in one pipeline; return what ran and the items to send again."""
     done: list[tuple[int, Rows | BaseException]] = []
@@ -111,17 +136,21 @@ def _round(
         with conn.pipeline():
             prelude_cursors = [conn.execute(sql, params, prepare=False) for sql, params in prelude]
             for i, (sql, params) in items:
-                conn.execute("SAVEPOINT op", prepare=False)
+                if isolate:
+                    conn.execute("SAVEPOINT op", prepare=False)
                 try:
                     sent.append((i, conn.execute(sql, params, prepare=False)))
                 except Exception as exc:
                     if isinstance(exc, psycopg.Error) and exc.sqlstate is not None:
                         raise  # an earlier statement's server error, surfacing here
                     done.append((i, exc))  # could not even be sent
-                conn.execute("RELEASE SAVEPOINT op", prepare=False)
+                if isolate:
+                    conn.execute("RELEASE SAVEPOINT op", prepare=False)
     except psycopg.Error as exc:
         if _fatal(conn, exc) or any(cur.pgresult is None for cur in prelude_cursors):
             raise
+        if not isolate:
+            raise _Rejected(outcome.round_trips) from exc
         outcome.round_trips += 1
         with conn.pipeline():
             conn.execute("ROLLBACK TO SAVEPOINT op", prepare=False)

@@ -82,13 +82,18 @@ class Store:
         from that statement; the others are unaffected. Usage records of statements that
         committed with the transaction are appended to `records`.
         """
-        # Allocations in one batch read the nameplate list in the same round, before any of
-        # them has claimed: names chosen earlier in the batch count as taken.
-        chosen: dict[str, set[str]] = {}
         sink: Records = [] if records is None else records
-        plans = [self._plan(op, chosen, sink) for op in ops]
+        start = len(sink)
+
+        def make_plans() -> list[Plan]:
+            del sink[start:]  # a batch run again records its usage again
+            # Allocations in one batch read the nameplate list in the same round, before any
+            # of them has claimed: names chosen earlier in the batch count as taken.
+            chosen: dict[str, set[str]] = {}
+            return [self._plan(op, chosen, sink) for op in ops]
+
         keys = lock_keys(ops)
-        outcome = run_plans(conn, plans, [keys.query()] if keys else [])
+        outcome = run_plans(conn, make_plans, [keys.query()] if keys else [])
         self.round_trips += outcome.round_trips
         return outcome.results
 
