@@ -295,3 +295,28 @@ async def test_an_outage_logs_one_line_not_one_per_op(
             assert [r.getMessage() for r in caplog.records] == [
                 "database write failed (DatabaseUnavailable): database adapter is closed"
                 " (a batch of 1)"]
+
+
+async def test_rejections_never_break_later_batches(database_url: str) -> None:
+    """Statements psycopg prepares (after a few uses) must keep working after pipelines
+    aborted by a rejected statement: many batches, a poisoned op in some of them."""
+    rng = random.Random(7)
+    with trio.fail_after(60):
+        async with database(database_url, size=1) as db:
+            store = Store(blur_seconds=None)
+            await run_ops(db, store, [Open(APP, "side", f"mb{i}", 1.0) for i in range(5)])
+            pids = set()
+            for _ in range(150):
+                ops: list[Op] = [add("b", mailbox=f"mb{rng.randrange(5)}")
+                                 for _ in range(rng.randint(1, 6))]
+                poisoned = rng.random() < 0.3
+                if poisoned:
+                    ops.insert(rng.randrange(len(ops) + 1), add("bad", float("inf")))
+                if rng.random() < 0.3:
+                    ops.insert(rng.randrange(len(ops) + 1), Open(APP, "side", "mb1", 1.0))
+                results = await run_ops(db, store, ops)
+                failed = [op for op, r in zip(ops, results, strict=True)
+                          if isinstance(r, OpFailed)]
+                assert failed == ([add("bad", float("inf"))] if poisoned else []), results
+                pids.add(await db.run(lambda conn: conn.info.backend_pid))
+            assert len(pids) > 1  # a connection that saw a rejection is not reused

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
@@ -31,6 +32,16 @@ Work = Callable[[psycopg.Connection], T]
 # Told each unit of work's duration in seconds and whether it failed with a database error
 # (called in the worker thread; prometheus_client metrics are thread-safe).
 Observer = Callable[[float, bool], None]
+
+
+# Pooled connections to close after their current transaction instead of reusing them.
+_retiring: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
+
+
+def retire(conn: psycopg.Connection) -> None:
+    """Have the pool close `conn` once the current unit of work is over (its state on the
+    client side can no longer be trusted, e.g. its prepared statements)."""
+    _retiring.add(conn)
 
 
 class DatabaseUnavailable(Exception):
@@ -110,7 +121,8 @@ class Database:
 
     def _checkin(self, conn: psycopg.Connection) -> None:
         idle = psycopg.pq.TransactionStatus.IDLE
-        healthy = not conn.closed and conn.info.transaction_status == idle
+        healthy = (not conn.closed and conn.info.transaction_status == idle
+                   and conn not in _retiring)
         with self._lock:
             if healthy and not self._closed:
                 self._idle.append(conn)

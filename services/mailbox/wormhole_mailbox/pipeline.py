@@ -13,8 +13,8 @@ A failure that says the database itself is in trouble (connection lost, query ca
 timeout or a shutdown, out of resources) is not an op's fault: it is raised, and the caller's
 transaction fails as a whole.
 
-Statements are never prepared server-side here: psycopg would count a statement as prepared
-although an aborted pipeline skipped its PREPARE, and every later use would then fail.
+The ops' statements are prepared server-side once used often (psycopg does it), which halves
+the server's work per op; savepoint statements never are.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from wormhole_common.database import retire
 
 Query = tuple[str, tuple[Any, ...]]
 Rows = list[tuple[Any, ...]]
@@ -76,16 +77,19 @@ def run_plans(
     first runs under a single savepoint; only if a statement fails is it rolled back and run
     again from fresh plans (`make_plans`) with a savepoint per statement.
     """
-    trips = 0
     try:
         return _run(conn, make_plans(), [*prelude, ("SAVEPOINT batch", ())], isolate=False)
     except _Rejected as rejected:
-        trips = rejected.args[0] + 1
-        with conn.pipeline():
-            conn.execute("ROLLBACK TO SAVEPOINT batch", prepare=False)
-            conn.execute("RELEASE SAVEPOINT batch", prepare=False)
+        failed: Outcome = rejected.args[0]
+    # psycopg counts a statement as prepared once it has sent the PREPARE; when a pipeline
+    # aborts first, it may go on counting it, and every later use of it would fail with
+    # "prepared statement does not exist". So this connection prepares nothing more, and the
+    # pool closes it after this transaction instead of reusing it.
+    conn.prepare_threshold = None
+    retire(conn)
+    _roll_back(conn, "batch", failed)
     outcome = _run(conn, make_plans(), [], isolate=True)
-    outcome.round_trips += trips
+    outcome.round_trips += failed.round_trips
     return outcome
 
 
@@ -139,7 +143,7 @@ def _round(
                 if isolate:
                     conn.execute("SAVEPOINT op", prepare=False)
                 try:
-                    sent.append((i, conn.execute(sql, params, prepare=False)))
+                    sent.append((i, conn.execute(sql, params)))
                 except Exception as exc:
                     if isinstance(exc, psycopg.Error) and exc.sqlstate is not None:
                         raise  # an earlier statement's server error, surfacing here
@@ -150,13 +154,17 @@ def _round(
         if _fatal(conn, exc) or any(cur.pgresult is None for cur in prelude_cursors):
             raise
         if not isolate:
-            raise _Rejected(outcome.round_trips) from exc
-        outcome.round_trips += 1
-        with conn.pipeline():
-            conn.execute("ROLLBACK TO SAVEPOINT op", prepare=False)
-            conn.execute("RELEASE SAVEPOINT op", prepare=False)
+            raise _Rejected(outcome) from exc
+        _roll_back(conn, "op", outcome)
         return _after_failure(exc, items, sent, done)
     return [*done, *((i, _rows(cur)) for i, cur in sent)], []
+
+
+def _roll_back(conn: psycopg.Connection, savepoint: str, outcome: Outcome) -> None:
+    outcome.round_trips += 1
+    with conn.pipeline():
+        conn.execute(f"ROLLBACK TO SAVEPOINT {savepoint}", prepare=False)
+        conn.execute(f"RELEASE SAVEPOINT {savepoint}", prepare=False)
 
 
 def _after_failure(
