@@ -16,7 +16,7 @@ import trio.testing
 from wormhole_common.database import Database
 from wormhole_common.migrations import migrate
 from wormhole_mailbox.batcher import Batcher, StoreFailed
-from wormhole_mailbox.ops import Add, Claim, Message, Op, Open, Refused, Result
+from wormhole_mailbox.ops import Add, Claim, Close, Message, Op, Open, Refused, Result
 from wormhole_mailbox.pipeline import OpFailed
 from wormhole_mailbox.pruning import PRUNE_LOCK_KEY, PruneReport, prune_in_batches
 from wormhole_mailbox.store import Store
@@ -320,3 +320,42 @@ async def test_rejections_never_break_later_batches(database_url: str) -> None:
                 assert failed == ([add("bad", float("inf"))] if poisoned else []), results
                 pids.add(await db.run(lambda conn: conn.info.backend_pid))
             assert len(pids) > 1  # a connection that saw a rejection is not reused
+
+
+async def test_one_prune_call_retires_at_most_its_limit(database_url: str) -> None:
+    """The lock table is shared: one transaction must not lock a whole backlog."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None)
+            await run_ops(db, store, [Open(APP, "side", f"m{i}", 1.0) for i in range(510)])
+            report = await db.run(lambda conn: store.prune(
+                conn, now=200.0, cutoff=100.0, subscribed=[(APP, "m0")]))
+            assert (report.mailboxes, report.touched) == (500, 1)
+            assert await count(database_url, "mailboxes") == 10
+
+
+async def test_touching_skips_a_row_in_use_instead_of_waiting(database_url: str) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None)
+            await run_ops(db, store, [Open(APP, "side", m, 1.0) for m in ("busy", "free")])
+
+            def touch_while_held(conn: Any) -> int:
+                conn.execute("SELECT 1 FROM mailboxes WHERE id = 'busy' FOR UPDATE")
+                with psycopg.connect(database_url) as other, other.transaction():
+                    return store.pruner.touch(
+                        other, subscribed=[(APP, "busy"), (APP, "free")], now=50.0)
+
+            assert await db.run(touch_while_held) == 1
+            rows = await query(database_url, "SELECT id, updated FROM mailboxes ORDER BY id")
+            assert rows == [("busy", 1.0), ("free", 50.0)]
+
+
+async def test_a_close_marks_its_mailbox_used(database_url: str) -> None:
+    """So a touch skipped while a close held the row loses nothing."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None)
+            await run_ops(db, store, [Open(APP, "a", "mb", 1.0), Open(APP, "b", "mb", 1.0)])
+            await run_ops(db, store, [Close(APP, "a", "mb", "happy", 70.0, implicit_open=False)])
+            assert await query(database_url, "SELECT updated FROM mailboxes") == [(70.0,)]

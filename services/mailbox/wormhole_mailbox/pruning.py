@@ -2,8 +2,9 @@
 
 A backlog can be large (tens of thousands of rows), so `prune_in_batches` works through it in
 short transactions of at most `batch_size` mailboxes each: the locks of one batch are held for
-a moment, and commands touching those mailboxes wait at most that long. Every transaction
-takes its locks through `mb_lock`, in the same global order as the command batches.
+a moment, and commands touching those mailboxes wait at most that long. Retiring takes its
+locks through `mb_lock`, in the same global order as the command batches; touching never
+waits for a lock.
 """
 
 from __future__ import annotations
@@ -48,40 +49,54 @@ class Pruner:
         self.blur_seconds = blur_seconds
 
     @staticmethod
-    def touch(conn: psycopg.Connection, *, subscribed: list[Key], now: float) -> int:
-        """Mark `subscribed` mailboxes as used now (they are live here, whatever their age)."""
+    def touch(conn: psycopg.Connection, *, subscribed: Sequence[Key], now: float) -> int:
+        """Mark `subscribed` mailboxes as used now (they are live here, whatever their age).
+
+        Rows another transaction holds are skipped, so touching never waits and takes no part
+        in a deadlock: the holder is a command on that mailbox, and every command that locks
+        a mailbox row marks it used itself.
+        """
         if not subscribed:
             return 0
-        conn.execute(*LockKeys(mailboxes=list(subscribed)).query())
-        return _touch(conn, subscribed, now)
+        cur = conn.execute(
+            "UPDATE mailboxes m SET updated = %s FROM ("
+            "  SELECT b.app_id, b.id FROM mailboxes b"
+            "    JOIN unnest(%s::text[], %s::text[]) AS s(app, id)"
+            "      ON b.app_id = s.app AND b.id = s.id"
+            "  FOR UPDATE OF b SKIP LOCKED) AS l"
+            " WHERE m.app_id = l.app_id AND m.id = l.id",
+            (now, [a for a, _ in subscribed], [m for _, m in subscribed]),
+        )
+        return cur.rowcount
 
     def retire(
         self, conn: psycopg.Connection, *, now: float, cutoff: float, limit: int | None,
         subscribed: Sequence[Key] = (),
     ) -> PruneReport:
-        """Retire up to `limit` mailboxes untouched since `cutoff`, after touching `subscribed`.
+        """Retire up to `limit` mailboxes untouched since `cutoff`, except `subscribed`
+        (touched at the end: holding their rows must not precede waiting for locks).
 
         Only the holder of the pruning lock retires; a mailbox touched after it was picked is
-        seen as live under its lock and kept.
+        seen as live under its lock and kept. Each retired mailbox costs advisory locks until
+        the end of the transaction: keep `limit` small (PostgreSQL's lock table is shared).
         """
         row = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (PRUNE_LOCK_KEY,)).fetchone()
-        ran = bool(row and row[0])
-        stale: list[Key] = []
-        if ran:
+        report = PruneReport(0, 0, 0, ran=bool(row and row[0]))
+        if report.ran:
             stale = [(a, m) for a, m in conn.execute(
                 "SELECT app_id, id FROM mailboxes WHERE updated <= %s"
-                " ORDER BY updated, app_id, id LIMIT %s", (cutoff, limit),
+                " AND (app_id, id) NOT IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+                " ORDER BY updated, app_id, id LIMIT %s",
+                (cutoff, [a for a, _ in subscribed], [m for _, m in subscribed], limit),
             ).fetchall()]
-        keys = LockKeys(mailboxes=[*subscribed, *stale], retiring=stale)
-        if keys:
-            conn.execute(*keys.query())
-        touched = _touch(conn, list(subscribed), now) if subscribed else 0
-        if not ran:
-            return PruneReport(touched, 0, 0, ran=False)
-        return self._retire(conn, stale, cutoff, now, touched)
+            if stale:
+                conn.execute(*LockKeys(mailboxes=stale, retiring=stale).query())
+                report = self._retire(conn, stale, cutoff, now)
+        touched = self.touch(conn, subscribed=subscribed, now=now)
+        return report + PruneReport(touched, 0, 0, ran=True)
 
     def _retire(
-        self, conn: psycopg.Connection, stale: list[Key], cutoff: float, now: float, touched: int,
+        self, conn: psycopg.Connection, stale: list[Key], cutoff: float, now: float,
     ) -> PruneReport:
         rows = conn.execute(
             "SELECT o_app, o_nameplates, o_mailbox FROM mb_prune(%s, %s, %s)",
@@ -106,17 +121,8 @@ class Pruner:
             params = [p for s, p in queries if s == sql]
             if params:
                 conn.cursor().executemany(sql, params)
-        return PruneReport(touched, nameplates, len(rows), ran=True, records=tuple(records),
+        return PruneReport(0, nameplates, len(rows), ran=True, records=tuple(records),
                            candidates=len(stale))
-
-
-def _touch(conn: psycopg.Connection, subscribed: list[Key], now: float) -> int:
-    cur = conn.execute(
-        "UPDATE mailboxes m SET updated = %s FROM unnest(%s::text[], %s::text[]) AS s(app, id)"
-        " WHERE m.app_id = s.app AND m.id = s.id",
-        (now, [a for a, _ in subscribed], [m for _, m in subscribed]),
-    )
-    return cur.rowcount
 
 
 async def prune_in_batches(

@@ -35,7 +35,7 @@ from wormhole_mailbox.ops import (
     Result,
 )
 from wormhole_mailbox.pipeline import OpFailed, Plan, run_plans
-from wormhole_mailbox.pruning import Pruner, PruneReport
+from wormhole_mailbox.pruning import DEFAULT_BATCH_SIZE, Pruner, PruneReport
 from wormhole_mailbox.records import Records
 
 # A real exchange stores fewer than 10 messages of under 10 KB; a text sent through the
@@ -239,10 +239,10 @@ class Store:
 
     def prune(
         self, conn: psycopg.Connection, *, now: float, cutoff: float,
-        subscribed: list[tuple[str, str]], limit: int | None = None,
+        subscribed: list[tuple[str, str]], limit: int | None = DEFAULT_BATCH_SIZE,
     ) -> PruneReport:
-        """Touch `subscribed`, then retire up to `limit` stale mailboxes, in the caller's
-        transaction; `pruning.prune_in_batches` works through a backlog in short ones."""
+        """Retire up to `limit` stale mailboxes and touch `subscribed`, in the caller's
+        transaction; `pruning.prune_in_batches` works through a whole backlog in short ones."""
         return self.pruner.retire(conn, now=now, cutoff=cutoff, limit=limit, subscribed=subscribed)
 
     @staticmethod

@@ -277,7 +277,8 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    PERFORM 1 FROM mailboxes WHERE app_id = p_app AND id = p_mid FOR UPDATE;
+    -- every command that locks a mailbox row marks it used (see `Pruner.touch`)
+    UPDATE mailboxes SET updated = p_now WHERE app_id = p_app AND id = p_mid;
     IF NOT FOUND THEN
         RETURN;
     END IF;
