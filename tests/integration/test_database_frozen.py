@@ -66,6 +66,9 @@ async def test_a_frozen_database_fails_runs_at_the_deadline_then_recovers(
                     with pytest.raises(DatabaseUnavailable) as failed:
                         await db.run(lambda conn: conn.execute("INSERT INTO t VALUES (1)"))
                     assert str(failed.value) == "the database did not answer within 1 s"
+                with pytest.raises(DatabaseUnavailable) as failed:
+                    await db.ping(deadline=0.5)  # a readiness check may want less
+                assert str(failed.value) == "the database did not answer within 0.5 s"
             finally:
                 thaw(cluster)
             await db.wait_until_available(patience=20)

@@ -24,6 +24,7 @@ from typing import TypeVar
 
 import psycopg
 import trio
+from psycopg.conninfo import make_conninfo
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,6 +43,12 @@ def retire(conn: psycopg.Connection) -> None:
     """Have the pool close `conn` once the current unit of work is over (its state on the
     client side can no longer be trusted, e.g. its prepared statements)."""
     _retiring.add(conn)
+
+
+# A dead host or a cut network is noticed in about 10 s even on an idle connection (the
+# server's kernel answers probes while PostgreSQL is merely frozen: that is the deadline's job).
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+              "keepalives_count": 3}
 
 
 class DatabaseUnavailable(Exception):
@@ -99,15 +106,11 @@ class Database:
 
     def _connect(self) -> psycopg.Connection:
         return psycopg.connect(
-            self.url,
+            make_conninfo(self.url, **KEEPALIVES),
             autocommit=False,
             connect_timeout=self._connect_timeout,
             options=self._options,
             application_name=self._application_name,
-            keepalives=1,
-            keepalives_idle=5,
-            keepalives_interval=2,
-            keepalives_count=3,
             tcp_user_timeout=int(max(self.deadline, 1) * 1000),
         )
 
@@ -158,7 +161,7 @@ class Database:
             running.set(None)
             self._checkin(conn)
 
-    async def run(self, work: Work[T]) -> T:
+    async def run(self, work: Work[T], *, deadline: float | None = None) -> T:
         """Run `work(conn)` inside one transaction in a worker thread; commit if it returns.
 
         A cancelled caller, or one past the deadline, abandons the thread and interrupts its
@@ -167,7 +170,8 @@ class Database:
         if self._closed:
             raise DatabaseUnavailable("database adapter is closed")
         running = _Running()
-        with trio.move_on_after(self.deadline) as scope:
+        limit = self.deadline if deadline is None else deadline
+        with trio.move_on_after(limit) as scope:
             try:
                 return await trio.to_thread.run_sync(
                     self._run_in_thread, work, running, abandon_on_cancel=True,
@@ -181,7 +185,7 @@ class Database:
             except psycopg.OperationalError as exc:
                 raise DatabaseUnavailable(str(exc).strip() or type(exc).__name__) from exc
         assert scope.cancelled_caught
-        raise DatabaseUnavailable(f"the database did not answer within {self.deadline:g} s")
+        raise DatabaseUnavailable(f"the database did not answer within {limit:g} s")
 
     async def wait_until_available(self, patience: float) -> None:
         """At start a database in the same deployment may still be starting: retry a while."""
@@ -195,9 +199,9 @@ class Database:
                 await trio.sleep(1)
         await self.ping()
 
-    async def ping(self) -> None:
+    async def ping(self, *, deadline: float | None = None) -> None:
         """Raise `DatabaseUnavailable` unless a trivial query succeeds."""
-        await self.run(lambda conn: conn.execute("SELECT 1").fetchone())
+        await self.run(lambda conn: conn.execute("SELECT 1").fetchone(), deadline=deadline)
 
     def close(self) -> None:
         with self._lock:
@@ -222,7 +226,8 @@ class Listener:
         self._conn: psycopg.Connection | None = None
 
     def _connect(self) -> psycopg.Connection:
-        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+        conn = psycopg.connect(make_conninfo(self.url, **KEEPALIVES), autocommit=True,
+                               connect_timeout=5)
         conn.execute(f"LISTEN {self.channel}")
         return conn
 
