@@ -15,6 +15,7 @@ import trio
 import trio.testing
 from wormhole_common.database import Database
 from wormhole_common.migrations import migrate
+from wormhole_mailbox import replay
 from wormhole_mailbox.batcher import Batcher, StoreFailed
 from wormhole_mailbox.ops import Add, Claim, Close, Message, Op, Open, Refused, Result
 from wormhole_mailbox.pipeline import OpFailed
@@ -258,7 +259,7 @@ async def test_a_replay_reads_pages_on_demand_and_sees_later_messages(database_u
             assert [m.body for m in messages] == ["m00", "m01", "m02", "m03"]
             pages: list[list[str]] = []
             after = messages[-1].seq
-            async for page in store.pages(db, APP, "mb", after=after, page_size=4):
+            async for page in replay.pages(db, APP, "mb", after=after, page_size=4):
                 pages.append([m.body for m in page])
                 if len(pages) == 1:  # stored while the replay is under way: still replayed
                     await run_ops(db, store, [add("late")])
@@ -271,9 +272,9 @@ async def test_a_replay_of_an_exact_multiple_ends_with_an_empty_page(database_ur
             store = Store(blur_seconds=None)
             await run_ops(db, store, [Open(APP, "side", "mb", 1.0)])
             await run_ops(db, store, [add(f"m{i}") for i in range(4)])
-            sizes = [len(page) async for page in store.pages(db, APP, "mb", page_size=2)]
+            sizes = [len(page) async for page in replay.pages(db, APP, "mb", page_size=2)]
             assert sizes == [2, 2, 0]
-            other = [page async for page in store.pages(db, "other-app", "mb", page_size=2)]
+            other = [page async for page in replay.pages(db, "other-app", "mb", page_size=2)]
             assert other == [[]]
 
 

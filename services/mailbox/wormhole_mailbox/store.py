@@ -9,12 +9,9 @@ from __future__ import annotations
 import base64
 import os
 import random
-from collections.abc import AsyncIterator
-from functools import partial
 
 import psycopg
 from psycopg.types.json import Jsonb
-from wormhole_common.database import Database
 
 from wormhole_mailbox import records as usage_rows
 from wormhole_mailbox import usage
@@ -68,7 +65,7 @@ class Store:
         self.max_messages = max_messages  # per mailbox; an add past either limit is refused
         self.max_bytes = max_bytes  # octets of all bodies in a mailbox
         # `open` returns at most this many messages (None: all); the shell reads the rest
-        # with `pages(after=<last seq>)`
+        # with `replay.pages(after=<last seq>)`
         self.open_page_size = open_page_size
         self.pruner = Pruner(blur_seconds=blur_seconds)
         self.round_trips = 0  # pipelines sent by `execute_many`, for tests and benchmarks
@@ -217,23 +214,6 @@ class Store:
         """The mailbox's messages after seq `after`, in order; at most `limit` (a page)."""
         rows = conn.execute(MESSAGES_SQL, (app, mailbox, after, limit)).fetchall()
         return [Message(*row) for row in rows]
-
-    async def pages(
-        self, db: Database, app: str, mailbox: str, *, after: int = 0, page_size: int = 100,
-    ) -> AsyncIterator[list[Message]]:
-        """A replay, page by page (keyset on seq): the next page is read only when the
-        consumer asks for it, so a slow reader holds one page in memory, never the mailbox.
-        Messages stored meanwhile are included; the last page is shorter than `page_size`
-        (possibly empty)."""
-        if page_size < 1:
-            raise ValueError("page size must be at least 1")
-        while True:
-            page = await db.run(partial(self.messages, app=app, mailbox=mailbox, after=after,
-                                        limit=page_size))
-            yield page
-            if len(page) < page_size:
-                return
-            after = page[-1].seq
 
     # -- pruning -------------------------------------------------------------------------------
 
