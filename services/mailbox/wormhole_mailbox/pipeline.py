@@ -72,7 +72,9 @@ def run_plans(
     """Run the plans to completion in the caller's transaction; `prelude` runs first, once.
 
     Plans are sent in list order in every round. A result is the plan's return value, or
-    `OpFailed` if one of its statements (or its own code) failed. Savepoints cost server work
+    `OpFailed` if one of its statements (or its own code) failed; the statements it ran in
+    earlier rounds stay (an op changes state in one statement only; its others read, or
+    write its usage row). Savepoints cost server work
     on every statement, and too many subtransactions slow every session down, so the batch
     first runs under a single savepoint; only if a statement fails is it rolled back and run
     again from fresh plans (`make_plans`) with a savepoint per statement.
