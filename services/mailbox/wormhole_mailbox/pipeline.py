@@ -74,10 +74,11 @@ def run_plans(
     Plans are sent in list order in every round. A result is the plan's return value, or
     `OpFailed` if one of its statements (or its own code) failed; the statements it ran in
     earlier rounds stay (an op changes state in one statement only; its others read, or
-    write its usage row). Savepoints cost server work
-    on every statement, and too many subtransactions slow every session down, so the batch
-    first runs under a single savepoint; only if a statement fails is it rolled back and run
-    again from fresh plans (`make_plans`) with a savepoint per statement.
+    write its usage row).
+
+    Savepoints cost server work on every statement, and many subtransactions slow every
+    session down, so the batch first runs under a single savepoint; only if a statement fails
+    is it rolled back and run again from fresh plans (`make_plans`), a savepoint per statement.
     """
     try:
         return _run(conn, make_plans(), [*prelude, ("SAVEPOINT batch", ())], isolate=False)
