@@ -20,6 +20,7 @@ class ErrorKind(StrEnum):
     RECLAIMED = "reclaimed"  # a side claiming a nameplate it released
     EXHAUSTED = "exhausted"  # no free nameplate to allocate
     GONE = "gone"  # an `add` to a mailbox that was retired
+    FULL = "full"  # an `add` past the mailbox's message or byte limit
     INTERNAL = "internal"  # the database failed
     OTHER = "other"  # a refusal the store passed on that this set does not name
 
