@@ -8,8 +8,8 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed
 from wormhole_mailbox import hashcash
+from wormhole_mailbox.pruning import PruneReport
 from wormhole_mailbox.server import MailboxServer
-from wormhole_mailbox.store import PruneReport
 
 from tests.integration.mailbox_helpers import (
     add,

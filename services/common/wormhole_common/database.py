@@ -4,6 +4,13 @@ psycopg's async API needs asyncio, so each unit of work (one transaction) runs i
 thread on a pooled connection. A `CapacityLimiter` sized to the pool bounds the threads; a
 cancelled caller really cancels its query (`cancel_safe`), and `statement_timeout` is the
 backstop for anything that slips past.
+
+A frozen server (SIGSTOP, a hung host) answers nothing, and `statement_timeout` is enforced by
+that server: so every run also has a deadline on the trio side. Past it the caller gets
+`DatabaseUnavailable`, the thread is abandoned (it still holds its connection and limiter
+token until the server answers or TCP gives up) and its transaction rolls back instead of
+committing. TCP keepalives and `tcp_user_timeout` let a thread on a dead host's connection
+give up too.
 """
 
 from __future__ import annotations
@@ -11,11 +18,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 import psycopg
 import trio
+from psycopg.conninfo import make_conninfo
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -24,6 +33,22 @@ Work = Callable[[psycopg.Connection], T]
 # Told each unit of work's duration in seconds and whether it failed with a database error
 # (called in the worker thread; prometheus_client metrics are thread-safe).
 Observer = Callable[[float, bool], None]
+
+
+# Pooled connections to close after their current transaction instead of reusing them.
+_retiring: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
+
+
+def retire(conn: psycopg.Connection) -> None:
+    """Have the pool close `conn` once the current unit of work is over (its state on the
+    client side can no longer be trusted, e.g. its prepared statements)."""
+    _retiring.add(conn)
+
+
+# A dead host or a cut network is noticed in about 10 s even on an idle connection (the
+# server's kernel answers probes while PostgreSQL is merely frozen: that is the deadline's job).
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+              "keepalives_count": 3}
 
 
 class DatabaseUnavailable(Exception):
@@ -36,6 +61,7 @@ class _Running:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._conn: psycopg.Connection | None = None
+        self.abandoned = False  # the caller gave up: roll back, never commit
 
     def set(self, conn: psycopg.Connection | None) -> None:
         with self._lock:
@@ -60,6 +86,7 @@ class Database:
         size: int = 4,
         statement_timeout_ms: int = 10_000,
         connect_timeout_s: int = 5,
+        deadline_seconds: float = 10.0,
         application_name: str = "wormhole-stack",
         observer: Observer | None = None,
     ) -> None:
@@ -69,6 +96,7 @@ class Database:
         self.size = size
         self._options = f"-c statement_timeout={statement_timeout_ms}"
         self._connect_timeout = connect_timeout_s
+        self.deadline = deadline_seconds  # for one run: waiting for a thread, connecting, work
         self._application_name = application_name
         self._idle: list[psycopg.Connection] = []
         self._lock = threading.Lock()
@@ -78,11 +106,12 @@ class Database:
 
     def _connect(self) -> psycopg.Connection:
         return psycopg.connect(
-            self.url,
+            make_conninfo(self.url, **KEEPALIVES),
             autocommit=False,
             connect_timeout=self._connect_timeout,
             options=self._options,
             application_name=self._application_name,
+            tcp_user_timeout=int(max(self.deadline, 1) * 1000),
         )
 
     def _checkout(self) -> psycopg.Connection:
@@ -95,7 +124,8 @@ class Database:
 
     def _checkin(self, conn: psycopg.Connection) -> None:
         idle = psycopg.pq.TransactionStatus.IDLE
-        healthy = not conn.closed and conn.info.transaction_status == idle
+        healthy = (not conn.closed and conn.info.transaction_status == idle
+                   and conn not in _retiring)
         with self._lock:
             if healthy and not self._closed:
                 self._idle.append(conn)
@@ -120,7 +150,10 @@ class Database:
         running.set(conn)
         try:
             with conn.transaction():
-                return work(conn)
+                result = work(conn)
+                if running.abandoned:
+                    raise DatabaseUnavailable("abandoned by its caller: rolled back")
+                return result
         except psycopg.OperationalError:
             conn.close()
             raise
@@ -128,25 +161,31 @@ class Database:
             running.set(None)
             self._checkin(conn)
 
-    async def run(self, work: Work[T]) -> T:
+    async def run(self, work: Work[T], *, deadline: float | None = None) -> T:
         """Run `work(conn)` inside one transaction in a worker thread; commit if it returns.
 
-        A cancelled caller abandons the thread and interrupts its query; the thread then rolls
-        back and returns its connection to the pool by itself.
+        A cancelled caller, or one past the deadline, abandons the thread and interrupts its
+        query; the thread then rolls back and returns its connection to the pool by itself.
         """
         if self._closed:
             raise DatabaseUnavailable("database adapter is closed")
         running = _Running()
-        try:
-            return await trio.to_thread.run_sync(
-                self._run_in_thread, work, running, abandon_on_cancel=True, limiter=self._limiter
-            )
-        except trio.Cancelled:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(running.cancel)
-            raise
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(str(exc).strip() or type(exc).__name__) from exc
+        limit = self.deadline if deadline is None else deadline
+        with trio.move_on_after(limit) as scope:
+            try:
+                return await trio.to_thread.run_sync(
+                    self._run_in_thread, work, running, abandon_on_cancel=True,
+                    limiter=self._limiter,
+                )
+            except trio.Cancelled:
+                running.abandoned = True
+                # cancel_safe may itself wait for a frozen server: never on the caller's time
+                trio.lowlevel.start_thread_soon(running.cancel, lambda _outcome: None)
+                raise
+            except psycopg.OperationalError as exc:
+                raise DatabaseUnavailable(str(exc).strip() or type(exc).__name__) from exc
+        assert scope.cancelled_caught
+        raise DatabaseUnavailable(f"the database did not answer within {limit:g} s")
 
     async def wait_until_available(self, patience: float) -> None:
         """At start a database in the same deployment may still be starting: retry a while."""
@@ -160,9 +199,9 @@ class Database:
                 await trio.sleep(1)
         await self.ping()
 
-    async def ping(self) -> None:
+    async def ping(self, *, deadline: float | None = None) -> None:
         """Raise `DatabaseUnavailable` unless a trivial query succeeds."""
-        await self.run(lambda conn: conn.execute("SELECT 1").fetchone())
+        await self.run(lambda conn: conn.execute("SELECT 1").fetchone(), deadline=deadline)
 
     def close(self) -> None:
         with self._lock:
@@ -187,7 +226,8 @@ class Listener:
         self._conn: psycopg.Connection | None = None
 
     def _connect(self) -> psycopg.Connection:
-        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+        conn = psycopg.connect(make_conninfo(self.url, **KEEPALIVES), autocommit=True,
+                               connect_timeout=5)
         conn.execute(f"LISTEN {self.channel}")
         return conn
 

@@ -17,9 +17,12 @@ import psycopg
 import trio
 from wormhole_common.channels import receive_batch
 from wormhole_common.database import Database
+from wormhole_common.failures import FailureLog
 
 from wormhole_mailbox.ops import Add, Message, Op, Result
-from wormhole_mailbox.store import Records, Store
+from wormhole_mailbox.pipeline import OpFailed
+from wormhole_mailbox.records import Records
+from wormhole_mailbox.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,9 @@ class Batcher:
         self.on_message = on_message
         self.on_usage = on_usage  # told the usage records of each committed transaction
         self.max_batch = max_batch
+        # an outage fails every op alike: one line per kind and a summary, not one per op
+        self.failures = FailureLog(log, "database write")
+        self.rejected = FailureLog(log, "op rejected by the database")  # never "recovers"
         self._send, self._receive = trio.open_memory_channel[_Pending](queue_size)
 
     async def submit(self, op: Op) -> Result:
@@ -64,38 +70,33 @@ class Batcher:
 
     async def _execute(self, batch: list[_Pending]) -> None:
         records: Records = []
+        ops = [p.op for p in batch]
         try:
-            ops = [p.op for p in batch]
             results = await self.db.run(lambda conn: self._many(conn, ops, records))
         except Exception as exc:
-            log.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
-            results = None
+            failure = OpFailed.of(exc)
+            self.failures.failed(failure.kind, f"{failure.reason} (a batch of {len(batch)})")
+            for pending in batch:
+                pending.failure = failure.reason
         else:
             self._committed(records)
-        if results is None:
-            for pending in batch:
-                await self._execute_alone(pending)
-        else:
             for pending, result in zip(batch, results, strict=True):
-                pending.result = result
+                if isinstance(result, OpFailed):
+                    self.rejected.failed(result.kind, f"{type(pending.op).__name__}: "
+                                         f"{result.reason}")
+                    pending.failure = result.reason
+                else:
+                    pending.result = result
+            self.failures.succeeded()
         for pending in batch:
             if isinstance(pending.op, Add) and isinstance(pending.result, Message):
                 self.on_message(pending.op, pending.result)
         for pending in batch:
             pending.done.set()
 
-    async def _execute_alone(self, pending: _Pending) -> None:
-        op = pending.op
-        records: Records = []
-        try:
-            pending.result = await self.db.run(lambda conn: self._many(conn, [op], records)[0])
-        except (psycopg.Error, Exception) as exc:
-            log.exception("op %s failed", type(op).__name__)
-            pending.failure = str(exc) or type(exc).__name__
-        else:
-            self._committed(records)
-
-    def _many(self, conn: psycopg.Connection, ops: list[Op], records: Records) -> list[Result]:
+    def _many(
+        self, conn: psycopg.Connection, ops: list[Op], records: Records,
+    ) -> list[Result | OpFailed]:
         records.clear()  # only the attempt that commits counts
         return self.store.execute_many(conn, ops, records)
 

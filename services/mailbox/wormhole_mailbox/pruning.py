@@ -1,82 +1,152 @@
-"""The pruning loop: every interval, retire what nobody touched for the channel expiry.
+"""Pruning: keep the mailboxes a process serves alive, retire the abandoned ones.
 
-The work itself is `Store.prune` (one call per run, see `_run_store`); this module only
-schedules it, keeps this process's subscribed mailboxes alive and counts the outcome.
+A backlog can be large (tens of thousands of rows), so `prune_in_batches` works through it in
+short transactions of at most `batch_size` mailboxes each: the locks of one batch are held for
+a moment, and commands touching those mailboxes wait at most that long. Retiring takes its
+locks through `mb_lock`, in the same global order as the command batches; touching never
+waits for a lock.
 """
 
 from __future__ import annotations
 
-import logging
-import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import psycopg
-import trio
 from wormhole_common.database import Database
 
-from wormhole_mailbox.hub import Hub
-from wormhole_mailbox.metrics import MailboxMetrics
-from wormhole_mailbox.store import PruneReport, Store
+from wormhole_mailbox import records as usage_rows
+from wormhole_mailbox import usage
+from wormhole_mailbox.locking import LockKeys
+from wormhole_mailbox.records import Records
 
-log = logging.getLogger(__name__)
+PRUNE_LOCK_KEY = 0x7072756E65  # "prune": one pruner at a time across processes
+DEFAULT_BATCH_SIZE = 500
+
+Key = tuple[str, str]  # (app, mailbox)
 
 
 @dataclass(frozen=True)
-class PruneSettings:
-    expiry: float  # seconds without activity before a mailbox is retired
-    interval: float  # seconds between runs
-    blur: float | None  # usage times are rounded to this
-    server_id: str  # this process in `usage_current`
-    rebooted: float  # when this process started
+class PruneReport:
+    touched: int
+    nameplates: int
+    mailboxes: int
+    ran: bool  # False when another process holds the pruning lock
+    records: tuple[usage.NameplateUsage | usage.MailboxUsage, ...] = ()
+    candidates: int = 0  # stale mailboxes looked at (some may have been touched meanwhile)
+
+    def __add__(self, other: PruneReport) -> PruneReport:
+        return PruneReport(
+            self.touched + other.touched, self.nameplates + other.nameplates,
+            self.mailboxes + other.mailboxes, self.ran and other.ran,
+            self.records + other.records, self.candidates + other.candidates,
+        )
 
 
 class Pruner:
-    def __init__(
-        self, db: Database, store: Store, hub: Hub, metrics: MailboxMetrics,
-        settings: PruneSettings,
-    ) -> None:
-        self.db = db
-        self.store = store
-        self.hub = hub
-        self.metrics = metrics
-        self.settings = settings
+    def __init__(self, *, blur_seconds: float | None) -> None:
+        self.blur_seconds = blur_seconds
 
-    async def run(self) -> None:
-        """Prune every interval until cancelled; a failed run is logged and retried."""
-        while True:
-            try:
-                await self.prune_once(time.time())
-            except Exception:
-                log.exception("pruning failed; will retry")
-            await trio.sleep(self.settings.interval)
+    @staticmethod
+    def touch(conn: psycopg.Connection, *, subscribed: Sequence[Key], now: float) -> int:
+        """Mark `subscribed` mailboxes as used now (they are live here, whatever their age).
 
-    async def prune_once(self, now: float) -> PruneReport:
-        try:
-            report = await self._run_store(now)
-        except Exception:
-            self.metrics.prune_runs["failed"].inc()
-            raise
-        self.metrics.prune_runs["ran" if report.ran else "skipped"].inc()
-        self.metrics.pruned["nameplates"].inc(report.nameplates)
-        self.metrics.pruned["mailboxes"].inc(report.mailboxes)
-        self.metrics.usage(report.records)
-        if report.mailboxes or report.nameplates:
-            log.info("pruned %d mailboxes, %d nameplates", report.mailboxes, report.nameplates)
-        return report
+        Rows another transaction holds are skipped, so touching never waits and takes no part
+        in a deadlock: the holder is a command on that mailbox, and every command that locks
+        a mailbox row marks it used itself.
+        """
+        if not subscribed:
+            return 0
+        cur = conn.execute(
+            "UPDATE mailboxes m SET updated = %s FROM ("
+            "  SELECT b.app_id, b.id FROM mailboxes b"
+            "    JOIN unnest(%s::text[], %s::text[]) AS s(app, id)"
+            "      ON b.app_id = s.app AND b.id = s.id"
+            "  FOR UPDATE OF b SKIP LOCKED) AS l"
+            " WHERE m.app_id = l.app_id AND m.id = l.id",
+            (now, [a for a, _ in subscribed], [m for _, m in subscribed]),
+        )
+        return cur.rowcount
 
-    async def _run_store(self, now: float) -> PruneReport:
-        """The one place that calls the store's pruning."""
-        settings = self.settings
-        cutoff = now - settings.expiry
-        subscribed = self.hub.subscribed_mailboxes()
-        count = self.hub.subscriber_count()
+    def retire(
+        self, conn: psycopg.Connection, *, now: float, cutoff: float, limit: int | None,
+        subscribed: Sequence[Key] = (),
+    ) -> PruneReport:
+        """Retire up to `limit` mailboxes untouched since `cutoff`, except `subscribed`
+        (touched at the end: holding their rows must not precede waiting for locks).
 
-        def work(db_conn: psycopg.Connection) -> PruneReport:
-            report = self.store.prune(db_conn, now=now, cutoff=cutoff, subscribed=subscribed)
-            self.store.write_current(
-                db_conn, server_id=settings.server_id, rebooted=settings.rebooted, now=now,
-                blur_seconds=settings.blur, subscribed_connections=count,
-            )
-            return report
+        Only the holder of the pruning lock retires; a mailbox touched after it was picked is
+        seen as live under its lock and kept. Each retired mailbox costs advisory locks until
+        the end of the transaction: keep `limit` small (PostgreSQL's lock table is shared).
+        """
+        row = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (PRUNE_LOCK_KEY,)).fetchone()
+        report = PruneReport(0, 0, 0, ran=bool(row and row[0]))
+        if report.ran:
+            stale = [(a, m) for a, m in conn.execute(
+                "SELECT app_id, id FROM mailboxes WHERE updated <= %s"
+                " AND (app_id, id) NOT IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+                " ORDER BY updated, app_id, id LIMIT %s",
+                (cutoff, [a for a, _ in subscribed], [m for _, m in subscribed], limit),
+            ).fetchall()]
+            if stale:
+                conn.execute(*LockKeys(mailboxes=stale, retiring=stale).query())
+                report = self._retire(conn, stale, cutoff, now)
+        touched = self.touch(conn, subscribed=subscribed, now=now)
+        return report + PruneReport(touched, 0, 0, ran=True)
 
-        return await self.db.run(work)
+    def _retire(
+        self, conn: psycopg.Connection, stale: list[Key], cutoff: float, now: float,
+    ) -> PruneReport:
+        rows = conn.execute(
+            "SELECT o_app, o_nameplates, o_mailbox FROM mb_prune(%s, %s, %s)",
+            ([a for a, _ in stale], [m for _, m in stale], cutoff),
+        ).fetchall()
+        records: Records = []
+        queries = []
+        nameplates = 0
+        for app, plates, summary in rows:
+            for plate in plates:
+                record, query = usage_rows.nameplate(
+                    app, plate, now, pruned=True, blur_seconds=self.blur_seconds)
+                records.append(record)
+                queries.append(query)
+                nameplates += 1
+            if summary is not None:
+                mailbox_record, query = usage_rows.mailbox(
+                    app, summary, now, pruned=True, blur_seconds=self.blur_seconds)
+                records.append(mailbox_record)
+                queries.append(query)
+        for sql in (usage_rows.NAMEPLATE_SQL, usage_rows.MAILBOX_SQL):
+            params = [p for s, p in queries if s == sql]
+            if params:
+                conn.cursor().executemany(sql, params)
+        return PruneReport(0, nameplates, len(rows), ran=True, records=tuple(records),
+                           candidates=len(stale))
+
+
+async def prune_in_batches(
+    db: Database, pruner: Pruner, *, now: float, cutoff: float, subscribed: list[Key],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    on_batch: Callable[[PruneReport], Awaitable[None]] | None = None,
+) -> PruneReport:
+    """Touch `subscribed`, then retire stale mailboxes, `batch_size` per transaction.
+
+    `on_batch` is told each committed transaction's report (usage records to count), so what
+    committed is accounted for even if a later batch fails.
+    """
+    if batch_size < 1:
+        raise ValueError("batch size must be at least 1")
+    total = PruneReport(0, 0, 0, ran=True)
+    for start in range(0, len(subscribed), batch_size):
+        chunk = subscribed[start:start + batch_size]
+        touched = await db.run(partial(pruner.touch, subscribed=chunk, now=now))
+        total += PruneReport(touched, 0, 0, ran=True)
+    while True:
+        report = await db.run(
+            lambda conn: pruner.retire(conn, now=now, cutoff=cutoff, limit=batch_size))
+        total += report
+        if on_batch is not None:
+            await on_batch(report)
+        if not report.ran or report.candidates < batch_size:
+            return total

@@ -26,7 +26,7 @@ from wormhole_mailbox.gauges import refresh_in_use
 from wormhole_mailbox.hub import Hub
 from wormhole_mailbox.limits import Limits, LimitSettings
 from wormhole_mailbox.metrics import MailboxMetrics
-from wormhole_mailbox.pruning import Pruner, PruneSettings
+from wormhole_mailbox.prune_loop import PruneLoop, PruneSettings
 from wormhole_mailbox.session import SessionConfig
 from wormhole_mailbox.settings import MailboxSettings
 from wormhole_mailbox.store import Store
@@ -47,7 +47,7 @@ class MailboxServer:
         self.batcher = Batcher(db, store, on_message=local_delivery(self.hub, metrics.messages),
                                on_usage=metrics.usage)
         self.delivery = RemoteDelivery(db, self.hub, self.server_id)
-        self.pruner = Pruner(db, store, self.hub, metrics, PruneSettings(
+        self.pruner = PruneLoop(db, store, self.hub, metrics, PruneSettings(
             expiry=settings.channel_expiry_seconds, interval=settings.prune_interval_seconds,
             blur=settings.blur_usage_seconds, server_id=self.server_id, rebooted=time.time(),
         ))

@@ -1,6 +1,7 @@
 -- Mailbox server state and usage records.
--- Every state change is one function call inside the caller's transaction; functions take row
--- locks in a fixed order (nameplate, then mailbox) so several processes can share the tables.
+-- Every state change is one function call inside the caller's transaction. A writing
+-- transaction first takes the advisory locks of everything it touches in one global order
+-- (`mb_lock`, at the end), so several processes share the tables without deadlocks.
 
 CREATE TABLE mailboxes (
     app_id        text             NOT NULL,
@@ -8,6 +9,8 @@ CREATE TABLE mailboxes (
     for_nameplate boolean          NOT NULL,
     updated       double precision NOT NULL,
     crowded       boolean          NOT NULL DEFAULT false,
+    message_count integer          NOT NULL DEFAULT 0,  -- for the size limits in `mb_add`
+    message_bytes bigint           NOT NULL DEFAULT 0,  -- octets of the bodies
     PRIMARY KEY (app_id, id)
 );
 CREATE INDEX mailboxes_updated ON mailboxes (updated);
@@ -211,32 +214,38 @@ BEGIN
     RETURN summary;
 END $$;
 
--- add: store one message; returns its seq, or NULL if the mailbox no longer exists.
+-- add: store one message; returns its seq, or NULL: when the mailbox no longer exists, or
+-- with `o_full` when it holds `p_max_messages` messages already or the body would take its
+-- bodies past `p_max_bytes` octets. Nothing is stored then.
 -- Every stored message is announced on channel `wormhole_mailbox_messages` at commit, for
 -- other processes' subscribers. The payload only identifies the row ({"o": origin process,
 -- "s": seq, "a": app, "m": mailbox}); app and mailbox are left out when they would not fit
 -- NOTIFY's 8000-byte limit, and listeners then look the row up.
 CREATE FUNCTION mb_add(p_app text, p_mid text, p_side text, p_phase text, p_body text,
-                       p_server_rx double precision, p_msg_id jsonb, p_origin text)
-RETURNS bigint
+                       p_server_rx double precision, p_msg_id jsonb, p_origin text,
+                       p_max_messages integer, p_max_bytes bigint,
+                       OUT o_seq bigint, OUT o_full boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
-    new_seq bigint;
     payload text;
 BEGIN
-    UPDATE mailboxes SET updated = p_server_rx WHERE app_id = p_app AND id = p_mid;
+    o_full := false;
+    UPDATE mailboxes SET updated = p_server_rx, message_count = message_count + 1,
+                         message_bytes = message_bytes + octet_length(p_body)
+     WHERE app_id = p_app AND id = p_mid AND message_count < p_max_messages
+       AND message_bytes + octet_length(p_body) <= p_max_bytes;
     IF NOT FOUND THEN
-        RETURN NULL;
+        o_full := EXISTS (SELECT 1 FROM mailboxes WHERE app_id = p_app AND id = p_mid);
+        RETURN;
     END IF;
     INSERT INTO messages (app_id, mailbox_id, side, phase, body, server_rx, msg_id)
     VALUES (p_app, p_mid, p_side, p_phase, p_body, p_server_rx, p_msg_id)
-    RETURNING seq INTO new_seq;
-    payload := jsonb_build_object('o', p_origin, 's', new_seq, 'a', p_app, 'm', p_mid)::text;
+    RETURNING seq INTO o_seq;
+    payload := jsonb_build_object('o', p_origin, 's', o_seq, 'a', p_app, 'm', p_mid)::text;
     IF octet_length(payload) > 7900 THEN
-        payload := jsonb_build_object('o', p_origin, 's', new_seq)::text;
+        payload := jsonb_build_object('o', p_origin, 's', o_seq)::text;
     END IF;
     PERFORM pg_notify('wormhole_mailbox_messages', payload);
-    RETURN new_seq;
 END $$;
 
 -- Retire a mailbox: its nameplates, claims, sides and messages go with it.
@@ -268,7 +277,8 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    PERFORM 1 FROM mailboxes WHERE app_id = p_app AND id = p_mid FOR UPDATE;
+    -- every command that locks a mailbox row marks it used (see `Pruner.touch`)
+    UPDATE mailboxes SET updated = p_now WHERE app_id = p_app AND id = p_mid;
     IF NOT FOUND THEN
         RETURN;
     END IF;
@@ -292,4 +302,68 @@ LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock(p_namespace, hashtext(p_app));
     RETURN ARRAY(SELECT name FROM nameplates WHERE app_id = p_app);
+END $$;
+
+-- Locks of a writing transaction, taken first and in one global order so that transactions of
+-- several processes never deadlock: allocation locks per app, then nameplates, then mailboxes,
+-- each level sorted by key. Keys are advisory, so a nameplate or mailbox not created yet has
+-- one too. A closing mailbox may retire its nameplates: those are locked at the nameplate
+-- level (a mailbox never gains a nameplate after its creation). A claimed nameplate's mailbox
+-- is looked up once its nameplate lock is held, so it cannot change underneath.
+CREATE FUNCTION mb_lock(p_alloc_apps text[], p_np_apps text[], p_np_names text[],
+                        p_mb_apps text[], p_mb_ids text[], p_retire_apps text[],
+                        p_retire_ids text[]) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    k integer;
+BEGIN
+    FOR k IN SELECT DISTINCT hashtext(a) FROM unnest(p_alloc_apps) AS a ORDER BY 1 LOOP
+        PERFORM pg_advisory_xact_lock(28257, k);  -- 0x6E61, as Python's APP_LOCK_NAMESPACE
+    END LOOP;
+    FOR k IN SELECT DISTINCT hashtext(s.app || '/' || s.name) FROM (
+                SELECT * FROM unnest(p_np_apps, p_np_names) AS c(app, name)
+                UNION ALL
+                SELECT n.app_id, n.name FROM nameplates n
+                  JOIN unnest(p_retire_apps, p_retire_ids) AS r(app, id)
+                    ON n.app_id = r.app AND n.mailbox_id = r.id
+            ) AS s ORDER BY 1 LOOP
+        PERFORM pg_advisory_xact_lock(28272, k);  -- 0x6E70 "np"
+    END LOOP;
+    FOR k IN SELECT DISTINCT hashtext(s.app || '/' || s.id) FROM (
+                SELECT * FROM unnest(p_mb_apps, p_mb_ids) AS m(app, id)
+                UNION ALL
+                SELECT n.app_id, n.mailbox_id FROM nameplates n
+                  JOIN unnest(p_np_apps, p_np_names) AS c(app, name)
+                    ON n.app_id = c.app AND n.name = c.name
+            ) AS s ORDER BY 1 LOOP
+        PERFORM pg_advisory_xact_lock(28002, k);  -- 0x6D62 "mb"
+    END LOOP;
+END $$;
+
+-- Pruning: retire those of the given mailboxes that are still untouched since `p_cutoff`
+-- (the caller holds their locks, see `mb_lock`). One row per retired mailbox: its app, the
+-- summaries of its nameplates (one usage record each) and the mailbox's own summary.
+CREATE FUNCTION mb_prune(p_apps text[], p_ids text[], p_cutoff double precision,
+                         OUT o_app text, OUT o_nameplates jsonb, OUT o_mailbox jsonb)
+RETURNS SETOF record
+LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT m.app_id, m.id FROM mailboxes m
+               JOIN unnest(p_apps, p_ids) AS c(app, id) ON m.app_id = c.app AND m.id = c.id
+              WHERE m.updated <= p_cutoff ORDER BY m.app_id, m.id LOOP
+        o_app := r.app_id;
+        SELECT coalesce(jsonb_agg(jsonb_build_object('added', to_jsonb(x.added),
+                                                     'crowded', x.crowded)), '[]'::jsonb)
+          INTO o_nameplates
+          FROM (SELECT n.crowded,
+                       array_agg(s.added) FILTER (WHERE s.added IS NOT NULL) AS added
+                  FROM nameplates n LEFT JOIN nameplate_sides s
+                    ON s.app_id = n.app_id AND s.name = n.name
+                 WHERE n.app_id = r.app_id AND n.mailbox_id = r.id
+                 GROUP BY n.name, n.crowded) AS x;
+        o_mailbox := mb_retire_mailbox(r.app_id, r.id);
+        RETURN NEXT;
+    END LOOP;
 END $$;

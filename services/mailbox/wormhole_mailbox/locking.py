@@ -1,0 +1,63 @@
+"""Which locks a batch of ops takes first, so that writers of several processes never deadlock.
+
+Every writing transaction calls `mb_lock` (see the migration) before anything else with the
+keys of all it will touch; the function takes them in one global order. Keys holding a string
+that cannot be sent (a NUL, a lone surrogate) are left out: the op carrying it fails in the
+client before reaching the server, so it needs no lock, and the lock statement never fails
+because of one client's value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from wormhole_mailbox.ops import Add, Allocate, Claim, Close, Op, Open, Release
+from wormhole_mailbox.pipeline import Query
+
+LOCK_SQL = "SELECT mb_lock(%s, %s, %s, %s, %s, %s, %s)"
+
+
+def _sendable(*texts: str) -> bool:
+    for text in texts:
+        if "\x00" in text:
+            return False
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return True
+
+
+@dataclass
+class LockKeys:
+    alloc_apps: list[str] = field(default_factory=list)
+    nameplates: list[tuple[str, str]] = field(default_factory=list)  # claimed or released
+    mailboxes: list[tuple[str, str]] = field(default_factory=list)  # written
+    retiring: list[tuple[str, str]] = field(default_factory=list)  # may retire, with nameplates
+
+    def __bool__(self) -> bool:
+        return bool(self.alloc_apps or self.nameplates or self.mailboxes or self.retiring)
+
+    def query(self) -> Query:
+        return (LOCK_SQL, (
+            self.alloc_apps,
+            [a for a, _ in self.nameplates], [n for _, n in self.nameplates],
+            [a for a, _ in self.mailboxes], [m for _, m in self.mailboxes],
+            [a for a, _ in self.retiring], [m for _, m in self.retiring],
+        ))
+
+
+def lock_keys(ops: list[Op]) -> LockKeys:
+    keys = LockKeys()
+    for op in ops:
+        match op:
+            case Allocate() if _sendable(op.app):
+                keys.alloc_apps.append(op.app)
+            case Claim() | Release() if _sendable(op.app, op.nameplate):
+                keys.nameplates.append((op.app, op.nameplate))
+            case Open() | Add() if _sendable(op.app, op.mailbox):
+                keys.mailboxes.append((op.app, op.mailbox))
+            case Close() if _sendable(op.app, op.mailbox):
+                keys.mailboxes.append((op.app, op.mailbox))
+                keys.retiring.append((op.app, op.mailbox))
+    return keys

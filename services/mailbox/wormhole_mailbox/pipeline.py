@@ -1,0 +1,189 @@
+"""Runs many ops' plans in one transaction: few round trips, and one bad op fails alone.
+
+Each op is a plan, a generator that yields one query at a time and receives its rows. Every
+round sends the next query of all unfinished plans in one pipeline, so a batch costs as many
+round trips as its longest plan (two or three). When PostgreSQL rejects a statement, the
+batch is rolled back to a savepoint taken at its start and run again with each statement in
+its own savepoint: then a failure makes the server skip the rest of the pipeline, we roll
+back to that statement's savepoint (one round trip), fail its op alone, and send the
+statements that were skipped again. Statements that failed in the client (a value that cannot be
+encoded) fail their op without reaching the server at all.
+
+A failure that says the database itself is in trouble (connection lost, query cancelled by a
+timeout or a shutdown, out of resources) is not an op's fault: it is raised, and the caller's
+transaction fails as a whole.
+
+The ops' statements are prepared server-side once used often (psycopg does it), which halves
+the server's work per op; savepoint statements never are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from wormhole_common.database import retire
+
+Query = tuple[str, tuple[Any, ...]]
+Rows = list[tuple[Any, ...]]
+# An op's work: yields queries, receives each one's rows, returns the op's result.
+Plan = Generator[Query, Rows, Any]
+
+# SQLSTATE classes that blame the database, not the statement: connection exception, operator
+# intervention (statement_timeout, cancel, shutdown), insufficient resources, system error,
+# internal error.
+_FATAL_CLASSES = ("08", "57", "53", "58", "XX")
+
+
+@dataclass(frozen=True)
+class OpFailed:
+    """One op's statement failed; that statement was rolled back and the op abandoned."""
+
+    kind: str  # the exception's class, e.g. "ProgramLimitExceeded", for one log line per kind
+    reason: str
+
+    @classmethod
+    def of(cls, exc: BaseException) -> OpFailed:
+        return cls(type(exc).__name__, str(exc).strip() or type(exc).__name__)
+
+
+@dataclass
+class Outcome:
+    results: list[Any]
+    round_trips: int = 0
+
+
+def _fatal(conn: psycopg.Connection, exc: psycopg.Error) -> bool:
+    idle_in_error = psycopg.pq.TransactionStatus.INERROR
+    if conn.broken or conn.closed or conn.info.transaction_status != idle_in_error:
+        return True
+    return exc.sqlstate is None or exc.sqlstate[:2] in _FATAL_CLASSES
+
+
+class _Rejected(Exception):
+    """A statement failed while the batch ran without per-statement savepoints."""
+
+
+def run_plans(
+    conn: psycopg.Connection, make_plans: Callable[[], list[Plan]], prelude: list[Query],
+) -> Outcome:
+    """Run the plans to completion in the caller's transaction; `prelude` runs first, once.
+
+    Plans are sent in list order in every round. A result is the plan's return value, or
+    `OpFailed` if one of its statements (or its own code) failed; the statements it ran in
+    earlier rounds stay (an op changes state in one statement only; its others read, or
+    write its usage row).
+
+    Savepoints cost server work on every statement, and many subtransactions slow every
+    session down, so the batch first runs under a single savepoint; only if a statement fails
+    is it rolled back and run again from fresh plans (`make_plans`), a savepoint per statement.
+    """
+    try:
+        return _run(conn, make_plans(), [*prelude, ("SAVEPOINT batch", ())], isolate=False)
+    except _Rejected as rejected:
+        failed: Outcome = rejected.args[0]
+    # psycopg counts a statement as prepared once it has sent the PREPARE; when a pipeline
+    # aborts first, it may go on counting it, and every later use of it would fail with
+    # "prepared statement does not exist". So this connection prepares nothing more, and the
+    # pool closes it after this transaction instead of reusing it.
+    conn.prepare_threshold = None
+    retire(conn)
+    _roll_back(conn, "batch", failed)
+    outcome = _run(conn, make_plans(), [], isolate=True)
+    outcome.round_trips += failed.round_trips
+    return outcome
+
+
+def _run(conn: psycopg.Connection, plans: list[Plan], prelude: list[Query], *, isolate: bool,
+         ) -> Outcome:
+    outcome = Outcome([None] * len(plans))
+    pending: dict[int, Query] = {}
+    for i in range(len(plans)):
+        _advance(plans, i, None, pending, outcome)
+    first = list(prelude)
+    while pending:
+        items = sorted(pending.items())
+        pending = {}
+        while items:
+            done, items = _round(conn, first, items, outcome, isolate=isolate)
+            first = []
+            for i, rows in done:
+                _advance(plans, i, rows, pending, outcome)
+    return outcome
+
+
+def _advance(
+    plans: list[Plan], i: int, rows: Rows | BaseException | None, pending: dict[int, Query],
+    outcome: Outcome,
+) -> None:
+    try:
+        if isinstance(rows, BaseException):
+            plans[i].close()
+            outcome.results[i] = OpFailed.of(rows)
+            return
+        pending[i] = next(plans[i]) if rows is None else plans[i].send(rows)
+    except StopIteration as done:
+        outcome.results[i] = done.value
+    except Exception as exc:  # the plan's own code failed: that op alone
+        outcome.results[i] = OpFailed.of(exc)
+
+
+def _round(
+    conn: psycopg.Connection, prelude: list[Query], items: list[tuple[int, Query]],
+    outcome: Outcome, *, isolate: bool,
+) -> tuple[list[tuple[int, Rows | BaseException]], list[tuple[int, Query]]]:
+    """Send `items` in one pipeline; return what ran and the items to send again."""
+    done: list[tuple[int, Rows | BaseException]] = []
+    sent: list[tuple[int, psycopg.Cursor[Any]]] = []
+    prelude_cursors: list[psycopg.Cursor[Any]] = []
+    outcome.round_trips += 1
+    try:
+        with conn.pipeline():
+            prelude_cursors = [conn.execute(sql, params, prepare=False) for sql, params in prelude]
+            for i, (sql, params) in items:
+                if isolate:
+                    conn.execute("SAVEPOINT op", prepare=False)
+                try:
+                    sent.append((i, conn.execute(sql, params)))
+                except Exception as exc:
+                    if isinstance(exc, psycopg.Error) and exc.sqlstate is not None:
+                        raise  # an earlier statement's server error, surfacing here
+                    done.append((i, exc))  # could not even be sent
+                if isolate:
+                    conn.execute("RELEASE SAVEPOINT op", prepare=False)
+    except psycopg.Error as exc:
+        if _fatal(conn, exc) or any(cur.pgresult is None for cur in prelude_cursors):
+            raise
+        if not isolate:
+            raise _Rejected(outcome) from exc
+        _roll_back(conn, "op", outcome)
+        return _after_failure(exc, items, sent, done)
+    return [*done, *((i, _rows(cur)) for i, cur in sent)], []
+
+
+def _roll_back(conn: psycopg.Connection, savepoint: str, outcome: Outcome) -> None:
+    outcome.round_trips += 1
+    with conn.pipeline():
+        conn.execute(f"ROLLBACK TO SAVEPOINT {savepoint}", prepare=False)
+        conn.execute(f"RELEASE SAVEPOINT {savepoint}", prepare=False)
+
+
+def _after_failure(
+    exc: psycopg.Error, items: list[tuple[int, Query]],
+    sent: list[tuple[int, psycopg.Cursor[Any]]], done: list[tuple[int, Rows | BaseException]],
+) -> tuple[list[tuple[int, Rows | BaseException]], list[tuple[int, Query]]]:
+    """The first sent statement without a result failed; the ones after it never ran."""
+    failed = next((i for i, cur in sent if cur.pgresult is None), None)
+    if failed is None:
+        raise exc
+    ran = {i for i, cur in sent if cur.pgresult is not None}
+    finished = {i for i, _ in done} | ran | {failed}
+    results = [(i, _rows(cur)) for i, cur in sent if i in ran]
+    again = [(i, query) for i, query in items if i not in finished]
+    return [*done, *results, (failed, exc)], again
+
+
+def _rows(cur: psycopg.Cursor[Any]) -> Rows:
+    return cur.fetchall() if cur.description is not None else []

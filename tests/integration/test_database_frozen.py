@@ -1,0 +1,83 @@
+"""A frozen PostgreSQL (SIGSTOP) must not hang the adapter: runs fail at their deadline and
+work again after SIGCONT. A cluster of its own, since freezing the shared one would stall
+every other test."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from wormhole_common.database import Database, DatabaseUnavailable
+
+from tests.support import postgres
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[postgres.TestCluster]:
+    cluster = postgres.TestCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        thaw(cluster)
+        cluster.stop()
+
+
+def server_pids(cluster: postgres.TestCluster) -> list[int]:
+    """The postmaster (first line of postmaster.pid) and every process it started."""
+    postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+    children = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines()
+                          if ":\t" in line)
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(postmaster):
+            children.append(int(status.parent.name))
+    return [postmaster, *children]
+
+
+def freeze(cluster: postgres.TestCluster) -> None:
+    for pid in server_pids(cluster):
+        os.kill(pid, signal.SIGSTOP)
+
+
+def thaw(cluster: postgres.TestCluster) -> None:
+    for pid in server_pids(cluster):
+        os.kill(pid, signal.SIGCONT)
+
+
+async def test_a_frozen_database_fails_runs_at_the_deadline_then_recovers(
+    cluster: postgres.TestCluster,
+) -> None:
+    db = Database(cluster.url, size=2, deadline_seconds=1.0)
+    try:
+        with trio.fail_after(30):  # a hang guard, not a timing assertion
+            await db.run(lambda conn: conn.execute("CREATE TABLE t (x int)"))
+            freeze(cluster)
+            try:
+                for _ in range(3):  # more runs than connections: none may hang
+                    with pytest.raises(DatabaseUnavailable) as failed:
+                        await db.run(lambda conn: conn.execute("INSERT INTO t VALUES (1)"))
+                    assert str(failed.value) == "the database did not answer within 1 s"
+                with pytest.raises(DatabaseUnavailable) as failed:
+                    await db.ping(deadline=0.5)  # a readiness check may want less
+                assert str(failed.value) == "the database did not answer within 0.5 s"
+            finally:
+                thaw(cluster)
+            await db.wait_until_available(patience=20)
+
+            def count(conn: Any) -> Any:
+                # waits for the abandoned inserts to end: they must have rolled back
+                conn.execute("LOCK TABLE t IN SHARE MODE")
+                return conn.execute("SELECT count(*) FROM t").fetchone()
+
+            assert await db.run(count) == (0,)
+    finally:
+        db.close()

@@ -1,0 +1,365 @@
+"""The mailbox database layer on its own: group commit, isolation of bad ops, limits, paging."""
+
+from __future__ import annotations
+
+import logging
+import random
+import string
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+import pytest
+import trio
+import trio.testing
+from wormhole_common.database import Database
+from wormhole_common.migrations import migrate
+from wormhole_mailbox import replay
+from wormhole_mailbox.batcher import Batcher, StoreFailed
+from wormhole_mailbox.errors import ErrorKind
+from wormhole_mailbox.ops import Add, Claim, Close, Message, Op, Open, Refused, Result
+from wormhole_mailbox.pipeline import OpFailed
+from wormhole_mailbox.pruning import PRUNE_LOCK_KEY, PruneReport, prune_in_batches
+from wormhole_mailbox.store import Store
+
+from tests.integration.mailbox_helpers import TEST_TIMEOUT, count, query
+
+FULL = Refused("mailbox is full", ErrorKind.FULL)
+
+APP = "app"
+
+
+@asynccontextmanager
+async def database(url: str, size: int = 2) -> AsyncIterator[Database]:
+    db = Database(url, size=size)
+    try:
+        await migrate(db, "mailbox", "wormhole_mailbox")
+        yield db
+    finally:
+        db.close()
+
+
+async def run_ops(db: Database, store: Store, ops: list[Op]) -> list[Result | OpFailed]:
+    return await db.run(lambda conn: store.execute_many(conn, ops))
+
+
+def add(body: str, msg_id: Any = "id", mailbox: str = "mb", app: str = APP) -> Add:
+    return Add(app, "side", mailbox, "phase", body, 1.0, msg_id)
+
+
+def incompressible(length: int) -> str:
+    rng = random.Random(length)
+    return "".join(rng.choice(string.ascii_letters) for _ in range(length))
+
+
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+# Each is refused by PostgreSQL or by psycopg before it is sent; the core will refuse them too,
+# but the store must never let one of them hurt the ops it shares a transaction with.
+POISON: dict[str, Op] = {
+    "index row too big": Claim(incompressible(9000), "side", "1", 1.0),
+    "infinite id": add("b", float("inf")),
+    "deeply nested id": add("b", nested(5000)),
+    "NUL in body": add("b\x00"),
+}
+
+
+@pytest.mark.parametrize("poison", POISON)
+async def test_one_bad_op_fails_alone_and_the_rest_commit(database_url: str, poison: str) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None)
+            await run_ops(db, store, [Open(APP, "side", "mb", 1.0)])
+            ops = [add("a0"), add("a1"), POISON[poison], add("a2"), add("a3")]
+            before = store.round_trips
+            results = await run_ops(db, store, ops)
+            assert isinstance(results[2], OpFailed), results[2]
+            bodies = [r.body for r in results if isinstance(r, Message)]
+            assert bodies == ["a0", "a1", "a2", "a3"]
+            # the batch, a rollback, the batch again with savepoints, rolling the bad statement
+            # back and resending what the server skipped
+            assert store.round_trips - before <= 5
+            assert await count(database_url, "messages") == 4
+
+
+async def test_a_clean_batch_costs_one_round_trip(database_url: str) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None)
+            await run_ops(db, store, [Open(APP, "side", "mb", 1.0)])
+            before = store.round_trips
+            results = await run_ops(db, store, [add(f"m{i}") for i in range(50)])
+            assert all(isinstance(r, Message) for r in results)
+            assert store.round_trips - before == 1
+
+
+async def test_several_bad_ops_in_one_batch(database_url: str) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None)
+            await run_ops(db, store, [Open(APP, "side", "mb", 1.0)])
+            ops: list[Op] = []
+            for i in range(20):
+                ops.append(add(f"m{i}"))
+                if i % 5 == 4:
+                    ops.append(add("bad", float("inf")))
+            results = await run_ops(db, store, ops)
+            failed = [i for i, r in enumerate(results) if isinstance(r, OpFailed)]
+            assert failed == [5, 11, 17, 23]
+            assert all(isinstance(results[i], OpFailed) for i in failed)
+            assert await count(database_url, "messages") == 20
+
+
+async def test_batcher_fails_the_bad_op_alone_in_one_commit(database_url: str) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None)
+            published: list[str] = []
+            batcher = Batcher(db, store, on_message=lambda op, m: published.append(m.body))
+            await batcher_ops(batcher, [Open(APP, "side", "mb", 1.0)])
+            ops: list[Op] = [add(f"h{i}") for i in range(10)]
+            ops.insert(4, add("bad", float("inf")))
+            outcomes = await batcher_ops(batcher, ops)
+            assert isinstance(outcomes[4], StoreFailed)
+            assert "Infinity" in str(outcomes[4])
+            assert [o.body for o in outcomes if isinstance(o, Message)] == [
+                f"h{i}" for i in range(10)]
+            assert published == [f"h{i}" for i in range(10)]
+
+
+async def batcher_ops(batcher: Batcher, ops: list[Op]) -> list[Result | Exception]:
+    """Queue every op before the writer starts, so they all go in one batch."""
+    outcomes: list[Result | Exception] = [None] * len(ops)
+
+    async def submit(i: int) -> None:
+        try:
+            outcomes[i] = await batcher.submit(ops[i])
+        except StoreFailed as exc:
+            outcomes[i] = exc
+
+    async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as submitters:
+            for i in range(len(ops)):
+                submitters.start_soon(submit, i)
+                await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(batcher.run)
+        nursery.cancel_scope.cancel()
+    return outcomes
+
+
+# -- pruning -----------------------------------------------------------------------------------
+
+
+async def test_pruning_runs_in_batches_and_commands_go_between_them(database_url: str) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None)
+            ops: list[Op] = [Open(APP, "side", f"m{i:02d}", 1.0) for i in range(25)]
+            ops += [Claim(APP, "side", "5", 1.0)]  # a nameplate and its mailbox: 26 in all
+            await run_ops(db, store, ops)
+            reports: list[PruneReport] = []
+
+            async def between(report: PruneReport) -> None:
+                reports.append(report)
+                if len(reports) == 1:
+                    # a command on a mailbox the pruner has not reached yet goes through now,
+                    # and keeps that mailbox alive
+                    await run_ops(db, store, [Add(APP, "side", "m24", "p", "b", 150.0, 1)])
+
+            total = await prune_in_batches(
+                db, store.pruner, now=200.0, cutoff=100.0, subscribed=[(APP, "m00")],
+                batch_size=10, on_batch=between)
+            assert [r.candidates for r in reports] == [10, 10, 4]
+            assert [r.mailboxes for r in reports] == [10, 10, 4]
+            assert (total.touched, total.mailboxes, total.nameplates) == (1, 24, 1)
+            assert sorted(r.result for r in total.records) == ["pruney"] * 25
+            assert await count(database_url, "usage_mailboxes") == 24
+            assert await count(database_url, "usage_nameplates") == 1
+            assert await query(database_url, "SELECT id FROM mailboxes ORDER BY id") == [
+                ("m00",), ("m24",)]
+
+
+async def test_a_pruner_without_the_lock_retires_nothing(database_url: str) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None)
+            await run_ops(db, store, [Open(APP, "side", "old", 1.0)])
+
+            def blocked(conn: Any) -> PruneReport:
+                conn.execute("SELECT pg_advisory_lock(%s)", (PRUNE_LOCK_KEY,))
+                try:
+                    with psycopg.connect(database_url) as other, other.transaction():
+                        return store.pruner.retire(other, now=200.0, cutoff=100.0, limit=10)
+                finally:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (PRUNE_LOCK_KEY,))
+
+            report = await db.run(blocked)
+            assert (report.ran, report.mailboxes) == (False, 0)
+            assert await count(database_url, "mailboxes") == 1
+
+
+# -- size limits -------------------------------------------------------------------------------
+
+
+async def test_an_add_past_the_message_limit_is_refused_and_not_stored(database_url: str) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None, max_messages=3)
+            await run_ops(db, store, [Open(APP, "side", "mb", 1.0)])
+            results = await run_ops(db, store, [add(f"m{i}") for i in range(5)])
+            assert [r.body for r in results[:3] if isinstance(r, Message)] == ["m0", "m1", "m2"]
+            assert results[3:] == [FULL] * 2
+            assert await count(database_url, "messages") == 3
+            # other mailboxes are not affected
+            await run_ops(db, store, [Open(APP, "side", "other", 1.0)])
+            other = await run_ops(db, store, [add("x", mailbox="other")])
+            assert isinstance(other[0], Message)
+
+
+async def test_an_add_past_the_byte_limit_is_refused_and_not_stored(database_url: str) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None, max_bytes=10)
+            await run_ops(db, store, [Open(APP, "side", "mb", 1.0)])
+            # octets, not characters: "é" takes two
+            bodies = ["12345", "123456", "123é", "1", "1"]
+            results = await run_ops(db, store, [add(b) for b in bodies])
+            assert [r.body if isinstance(r, Message) else r for r in results] == [
+                "12345", FULL, "123é", FULL,
+                FULL]
+            rows = await query(database_url, "SELECT body FROM messages ORDER BY seq")
+            assert rows == [("12345",), ("123é",)]
+
+
+async def test_an_add_to_a_missing_mailbox_is_gone_not_full(database_url: str) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None, max_messages=0)
+            assert await run_ops(db, store, [add("b", mailbox="nowhere")]) == [
+                Refused("mailbox is gone", ErrorKind.GONE)]
+
+
+# -- paged replay ------------------------------------------------------------------------------
+
+
+async def test_a_replay_reads_pages_on_demand_and_sees_later_messages(database_url: str) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None, open_page_size=4)
+            opened = await run_ops(db, store, [Open(APP, "side", "mb", 1.0)])
+            assert opened == [[]]
+            await run_ops(db, store, [add(f"m{i:02d}") for i in range(10)])
+            # open gives the first page only
+            [first] = await run_ops(db, store, [Open(APP, "side", "mb", 1.0)])
+            assert isinstance(first, list)
+            messages = [m for m in first if isinstance(m, Message)]
+            assert [m.body for m in messages] == ["m00", "m01", "m02", "m03"]
+            pages: list[list[str]] = []
+            after = messages[-1].seq
+            async for page in replay.pages(db, APP, "mb", after=after, page_size=4):
+                pages.append([m.body for m in page])
+                if len(pages) == 1:  # stored while the replay is under way: still replayed
+                    await run_ops(db, store, [add("late")])
+            assert pages == [["m04", "m05", "m06", "m07"], ["m08", "m09", "late"]]
+
+
+async def test_a_replay_of_an_exact_multiple_ends_with_an_empty_page(database_url: str) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None)
+            await run_ops(db, store, [Open(APP, "side", "mb", 1.0)])
+            await run_ops(db, store, [add(f"m{i}") for i in range(4)])
+            sizes = [len(page) async for page in replay.pages(db, APP, "mb", page_size=2)]
+            assert sizes == [2, 2, 0]
+            other = [page async for page in replay.pages(db, "other-app", "mb", page_size=2)]
+            assert other == [[]]
+
+
+async def test_an_outage_logs_one_line_not_one_per_op(
+    database_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            batcher = Batcher(db, Store(blur_seconds=None), on_message=lambda op, m: None)
+            db.close()  # every batch now fails as in an outage
+            with caplog.at_level(logging.WARNING, logger="wormhole_mailbox.batcher"):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(batcher.run)
+                    for i in range(5):
+                        with pytest.raises(StoreFailed) as failed:
+                            await batcher.submit(add(f"m{i}"))
+                        assert str(failed.value) == "database adapter is closed"
+                    nursery.cancel_scope.cancel()
+            assert [r.getMessage() for r in caplog.records] == [
+                "database write failed (DatabaseUnavailable): database adapter is closed"
+                " (a batch of 1)"]
+
+
+async def test_rejections_never_break_later_batches(database_url: str) -> None:
+    """Statements psycopg prepares (after a few uses) must keep working after pipelines
+    aborted by a rejected statement: many batches, a poisoned op in some of them."""
+    rng = random.Random(7)
+    with trio.fail_after(60):
+        async with database(database_url, size=1) as db:
+            store = Store(blur_seconds=None)
+            await run_ops(db, store, [Open(APP, "side", f"mb{i}", 1.0) for i in range(5)])
+            pids = set()
+            for _ in range(150):
+                ops: list[Op] = [add("b", mailbox=f"mb{rng.randrange(5)}")
+                                 for _ in range(rng.randint(1, 6))]
+                poisoned = rng.random() < 0.3
+                if poisoned:
+                    ops.insert(rng.randrange(len(ops) + 1), add("bad", float("inf")))
+                if rng.random() < 0.3:
+                    ops.insert(rng.randrange(len(ops) + 1), Open(APP, "side", "mb1", 1.0))
+                results = await run_ops(db, store, ops)
+                failed = [op for op, r in zip(ops, results, strict=True)
+                          if isinstance(r, OpFailed)]
+                assert failed == ([add("bad", float("inf"))] if poisoned else []), results
+                pids.add(await db.run(lambda conn: conn.info.backend_pid))
+            assert len(pids) > 1  # a connection that saw a rejection is not reused
+
+
+async def test_one_prune_call_retires_at_most_its_limit(database_url: str) -> None:
+    """The lock table is shared: one transaction must not lock a whole backlog."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None)
+            await run_ops(db, store, [Open(APP, "side", f"m{i}", 1.0) for i in range(510)])
+            report = await db.run(lambda conn: store.prune(
+                conn, now=200.0, cutoff=100.0, subscribed=[(APP, "m0")]))
+            assert (report.mailboxes, report.touched) == (500, 1)
+            assert await count(database_url, "mailboxes") == 10
+
+
+async def test_touching_skips_a_row_in_use_instead_of_waiting(database_url: str) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None)
+            await run_ops(db, store, [Open(APP, "side", m, 1.0) for m in ("busy", "free")])
+
+            def touch_while_held(conn: Any) -> int:
+                conn.execute("SELECT 1 FROM mailboxes WHERE id = 'busy' FOR UPDATE")
+                with psycopg.connect(database_url) as other, other.transaction():
+                    return store.pruner.touch(
+                        other, subscribed=[(APP, "busy"), (APP, "free")], now=50.0)
+
+            assert await db.run(touch_while_held) == 1
+            rows = await query(database_url, "SELECT id, updated FROM mailboxes ORDER BY id")
+            assert rows == [("busy", 1.0), ("free", 50.0)]
+
+
+async def test_a_close_marks_its_mailbox_used(database_url: str) -> None:
+    """So a touch skipped while a close held the row loses nothing."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None)
+            await run_ops(db, store, [Open(APP, "a", "mb", 1.0), Open(APP, "b", "mb", 1.0)])
+            await run_ops(db, store, [Close(APP, "a", "mb", "happy", 70.0, implicit_open=False)])
+            assert await query(database_url, "SELECT updated FROM mailboxes") == [(70.0,)]
