@@ -49,6 +49,16 @@ class Replayed:
 
 
 @dataclass(frozen=True)
+class ReplayRest:
+    """The `open`'s first page was full: stream the rest of the mailbox (messages after seq
+    `after`) from the store, a page at a time as the client reads them, then mark the replay
+    boundary as `Replayed` would, with `seqs` and every seq streamed."""
+
+    after: int
+    seqs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Perform:
     """Run `op` in the store; `orig` is the command, echoed if it fails."""
 
@@ -81,7 +91,8 @@ class Count:
     label: str
 
 
-Action = Send | Subscribe | Unsubscribe | Replayed | Perform | CloseConnection | Count
+Action = (Send | Subscribe | Unsubscribe | Replayed | ReplayRest | Perform | CloseConnection
+          | Count)
 
 COMMANDS = ("ping", "bind", "list", "allocate", "claim", "release", "open", "add", "close",
             "submit-permissions")

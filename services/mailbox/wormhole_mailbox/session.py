@@ -22,6 +22,7 @@ from wormhole_mailbox.actions import (
     Metric,
     Perform,
     Replayed,
+    ReplayRest,
     Send,
     Subscribe,
     Unsubscribe,
@@ -69,6 +70,7 @@ class SessionConfig:
     signal_error: str | None = None
     hashcash_bits: int | None = None  # None: no permission step
     allow_list: bool = True  # False: `list` answers an empty list without asking the store
+    replay_page_size: int | None = None  # the store's `open` returns at most this many
 
 
 def welcome_frame(config: SessionConfig, resource: str | None, address: PeerAddress) -> Frame:
@@ -297,8 +299,12 @@ class Session:
             self.mailbox = op.mailbox
             assert isinstance(result, list)
             messages = [m for m in result if isinstance(m, Message)]
-            return [*(Send(m.frame()) for m in messages),
-                    Replayed(tuple(m.seq for m in messages))]
+            seqs = tuple(m.seq for m in messages)
+            page = self.config.replay_page_size
+            boundary: Action = (ReplayRest(messages[-1].seq, seqs)
+                                if page is not None and len(messages) >= page
+                                else Replayed(seqs))
+            return [*(Send(m.frame()) for m in messages), boundary]
         if isinstance(op, Close):
             self.did_close = True
             self.mailbox = None
@@ -327,6 +333,12 @@ def command_timed_out(perform: Perform) -> list[Action]:
     return [*unsubscribe, *error(ErrorKind.TIMEOUT, COMMAND_TIMED_OUT, perform.orig),
             Count(Metric.DROPPED, "command_timeout"),
             CloseConnection(1011, COMMAND_TIMED_OUT, flush=True)]
+
+
+def replay_failed() -> list[Action]:
+    """The store failed while the rest of a mailbox was being replayed."""
+    return [Unsubscribe(), Count(Metric.DROPPED, "database"),
+            CloseConnection(1011, "database unavailable", flush=True)]
 
 
 def too_slow() -> list[Action]:

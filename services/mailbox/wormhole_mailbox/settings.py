@@ -58,6 +58,13 @@ class MailboxSettings(ServiceSettings):
         default=60, gt=0,
         description="New mailboxes (a claim of a nameplate the connection did not allocate,"
         " or an open of a mailbox its claim did not return) per address and minute")
+    mailbox_max_messages: int = Field(
+        default=1000, ge=1,
+        description="Messages one mailbox holds at most; an add past it gets 'mailbox is full'")
+    mailbox_max_bytes: int = Field(
+        default=4 << 20, ge=1,
+        description="Octets of message bodies one mailbox holds at most (default 4 MiB); an"
+        " add past it gets 'mailbox is full'")
     command_timeout_seconds: float = Field(
         default=10, gt=0,
         description="Deadline of one command's store op; past it the client gets an error"
