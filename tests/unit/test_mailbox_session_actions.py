@@ -16,6 +16,7 @@ from wormhole_mailbox.actions import (
     Metric,
     Perform,
     Replayed,
+    ReplayRest,
     Send,
     Subscribe,
     Unsubscribe,
@@ -313,3 +314,15 @@ def test_opening_mailboxes_past_the_rate_is_refused_without_a_subscription() -> 
     assert errors_of(actions) == [(text, "refused_limit")]
     assert not [a for a in actions if isinstance(a, Subscribe | Perform)]
     assert second.mailbox is None
+
+
+def test_an_open_whose_first_page_is_full_asks_for_the_rest() -> None:
+    session = Session(SessionConfig(replay_page_size=2))
+    session.complete(last_perform(send(session, type="bind", appid="app", side="s1")), None)
+    perform = last_perform(send(session, type="open", mailbox="mb"))
+    page = [Message(seq, "s2", "p", "b", 1.0, None) for seq in (4, 9)]
+    assert session.complete(perform, page)[-1] == ReplayRest(9, (4, 9))
+    short = Session(SessionConfig(replay_page_size=2))
+    short.complete(last_perform(send(short, type="bind", appid="app", side="s1")), None)
+    perform = last_perform(send(short, type="open", mailbox="mb"))
+    assert short.complete(perform, page[:1])[-1] == Replayed((4,))
