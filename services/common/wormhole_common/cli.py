@@ -18,14 +18,20 @@ from pydantic_core import PydanticUndefined
 
 from wormhole_common.logs import configure_logging
 from wormhole_common.observability import package_version
-from wormhole_common.settings import ConfigError, ServiceSettings, load_settings, unknown_variables
+from wormhole_common.settings import (
+    ConfigError,
+    EnvSettings,
+    ServiceSettings,
+    load_settings,
+    unknown_variables,
+)
 
 S = TypeVar("S", bound=ServiceSettings)
 
 CONFIG_EXIT = 2  # the process cannot start as configured; retrying will not help
 
 
-def default_text(cls: type[ServiceSettings], field: str) -> str:
+def default_text(cls: type[EnvSettings], field: str) -> str:
     """A field's default as the README and `--help` show it."""
     default = cls.model_fields[field].default
     if default is PydanticUndefined:
@@ -41,7 +47,7 @@ def default_text(cls: type[ServiceSettings], field: str) -> str:
     return str(default)
 
 
-def variables_help(cls: type[ServiceSettings]) -> str:
+def variables_help(cls: type[EnvSettings]) -> str:
     """One entry per environment variable: name, default, meaning."""
     lines = []
     for field, info in cls.model_fields.items():
@@ -65,7 +71,7 @@ def parser(prog: str, summary: str, epilog: str) -> argparse.ArgumentParser:
 
 
 def parse_command_line(
-    prog: str, summary: str, classes: Sequence[type[ServiceSettings]],
+    prog: str, summary: str, classes: Sequence[type[EnvSettings]],
     argv: Sequence[str] | None = None, extra: str = "",
 ) -> None:
     """Handle `--help` and `--version` (both exit 0); the scripts take no other argument."""

@@ -19,7 +19,7 @@ from psycopg.conninfo import make_conninfo
 from pydantic import BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-S = TypeVar("S", bound="ServiceSettings")
+S = TypeVar("S", bound="EnvSettings")
 
 MASK = "***"
 
@@ -50,12 +50,45 @@ def mask_url(url: str) -> str:
     return _KEY_PASSWORD.sub(rf"\g<1>{MASK}", _URL_PASSWORD.sub(rf"\g<1>{MASK}\g<2>", url))
 
 
-class ServiceSettings(BaseSettings):
-    """Base class: subclasses set `model_config` with their `env_prefix` and `extra="ignore"`.
+class EnvSettings(BaseSettings):
+    """Settings read only from environment variables `<env_prefix><FIELD>` by `load_settings`.
 
     Fields named in `secret_fields` may also be given as a path in `<VARIABLE>_FILE`
     (the Docker secrets convention), which is read at start; their values are never shown.
     """
+
+    secret_fields: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only what `load_settings` passes: it reads the environment itself, once."""
+        return (init_settings,)
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        return f"{prefix}{field}".upper()
+
+    @classmethod
+    def known_variables(cls) -> list[str]:
+        names = [cls.env_name(field) for field in cls.model_fields]
+        return names + [cls.env_name(field) + "_FILE" for field in cls.secret_fields]
+
+    @classmethod
+    def shown(cls, field: str, value: object) -> str:
+        """A value as it may appear in an error: secrets masked."""
+        if field in cls.secret_fields and isinstance(value, str):
+            return repr(mask_url(value) if field.endswith("url") else MASK)
+        return repr(value)
+
+
+class ServiceSettings(EnvSettings):
+    """The fields both services have; subclasses set `model_config` with their `env_prefix`
+    and `extra="ignore"`, and their own defaults where they differ."""
 
     secret_fields: ClassVar[tuple[str, ...]] = ("database_url", "database_password")
 
@@ -80,15 +113,6 @@ class ServiceSettings(BaseSettings):
     log_level: LogLevel = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR"
                                 " (any case)")
 
-    @classmethod
-    def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Only what `load_settings` passes: it reads the environment itself, once."""
-        return (init_settings,)
-
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:
@@ -96,23 +120,6 @@ class ServiceSettings(BaseSettings):
             raise ValueError("expected a PostgreSQL URL (postgresql://user@host/db)"
                              " or a key=value connection string")
         return value
-
-    @classmethod
-    def env_name(cls, field: str) -> str:
-        prefix = str(cls.model_config.get("env_prefix", ""))
-        return f"{prefix}{field}".upper()
-
-    @classmethod
-    def known_variables(cls) -> list[str]:
-        names = [cls.env_name(field) for field in cls.model_fields]
-        return names + [cls.env_name(field) + "_FILE" for field in cls.secret_fields]
-
-    @classmethod
-    def shown(cls, field: str, value: object) -> str:
-        """A value as it may appear in an error: secrets masked."""
-        if field in cls.secret_fields and isinstance(value, str):
-            return repr(mask_url(value) if field.endswith("url") else MASK)
-        return repr(value)
 
     def database_shown(self) -> str:
         """`<PREFIX>DATABASE_URL=<url>` with its password masked, for messages."""
@@ -125,7 +132,7 @@ class ServiceSettings(BaseSettings):
         return make_conninfo(self.database_url, password=self.database_password)
 
 
-def _secrets_from_files(cls: type[ServiceSettings], env: Mapping[str, str]) -> dict[str, Any]:
+def _secrets_from_files(cls: type[EnvSettings], env: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for field in cls.secret_fields:
         name = cls.env_name(field) + "_FILE"
@@ -148,7 +155,7 @@ def _expected(message: str) -> str:
 
 
 def describe_errors(
-    cls: type[ServiceSettings], error: ValidationError, env: Mapping[str, str],
+    cls: type[EnvSettings], error: ValidationError, env: Mapping[str, str],
     from_files: Mapping[str, object],
 ) -> list[str]:
     """One phrase per problem, naming the environment variable rather than the field."""
@@ -182,7 +189,7 @@ def load_settings(cls: type[S], environ: Mapping[str, str] | None = None) -> S:
         raise ConfigError("; ".join(describe_errors(cls, exc, env, overrides))) from None
 
 
-def unknown_variables(cls: type[ServiceSettings], environ: Mapping[str, str]) -> list[str]:
+def unknown_variables(cls: type[EnvSettings], environ: Mapping[str, str]) -> list[str]:
     """A warning per variable with the service's prefix that no setting knows."""
     prefix = str(cls.model_config.get("env_prefix", "")).upper()
     known = cls.known_variables()

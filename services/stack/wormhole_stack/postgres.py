@@ -17,6 +17,8 @@ import subprocess
 from pathlib import Path
 from typing import TypedDict
 
+from wormhole_common.settings import ConfigError
+
 log = logging.getLogger(__name__)
 
 SOCKET_PATH_MAX = 100  # sun_path is 104-108 bytes; the socket file name is appended
@@ -42,10 +44,10 @@ def server_user(name: str) -> pwd.struct_passwd | None:
     try:
         account = pwd.getpwnam(name)
     except KeyError:
-        raise PostgresError(f"WORMHOLE_POSTGRES_USER={name!r}: no such user") from None
+        raise ConfigError(f"WORMHOLE_POSTGRES_USER={name!r}: no such user") from None
     if account.pw_uid == 0:
-        raise PostgresError(f"WORMHOLE_POSTGRES_USER={name!r}: PostgreSQL refuses to run"
-                            " as root; name an unprivileged user")
+        raise ConfigError(f"WORMHOLE_POSTGRES_USER={name!r}: PostgreSQL refuses to run as"
+                          " root; expected an unprivileged user")
     return account
 
 

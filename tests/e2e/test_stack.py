@@ -1,0 +1,131 @@
+"""`wormhole-stack` as a user runs it: a fresh directory, no database server, one command.
+
+A real file moves through it with the Python client; Ctrl-C (SIGINT) stops everything with
+exit 0 and no PostgreSQL left running; a second start finds the first run's usage record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.support import clients
+from tests.support.postgres import free_port
+
+pytestmark = pytest.mark.e2e
+
+STACK = str(Path(sys.executable).parent / "wormhole-stack")
+READY_SECONDS = 120
+
+
+def stack_environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MAILBOX_", "TRANSIT_", "WORMHOLE_"))}
+    for prefix in ("MAILBOX", "TRANSIT"):
+        env[f"{prefix}_HOST"] = env[f"{prefix}_METRICS_HOST"] = "127.0.0.1"
+        env[f"{prefix}_PORT"] = str(free_port())
+        env[f"{prefix}_METRICS_PORT"] = str(free_port())
+    env["TRANSIT_SHUTDOWN_GRACE_SECONDS"] = "2"
+    return env
+
+
+@contextmanager
+def running_stack(cwd: Path, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """The stack until it prints its client command lines; yields it and the `send` line."""
+    log = (cwd / "stack.log").open("a")
+    proc = subprocess.Popen([STACK], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=log,
+                            text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+
+    def read() -> None:
+        for line in proc.stdout or ():
+            lines.put(line)
+        lines.put("")  # end of output: the stack exited
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        while True:
+            line = lines.get(timeout=READY_SECONDS)
+            assert line, f"the stack exited with {proc.wait()} before it was ready"
+            if line.strip().endswith(" send FILE"):
+                yield proc, line.strip()
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        log.close()
+
+
+def postmaster_pid(data: Path) -> int:
+    return int((data / "postgres" / "postmaster.pid").read_text().split("\n", 1)[0])
+
+
+def stop_with_ctrl_c(proc: subprocess.Popen[str], pid: int) -> None:
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A fresh directory outside pytest's own, which pytest keeps private (0700): as root,
+    the stack's PostgreSQL runs as `nobody` and must be able to reach its data."""
+    path = Path(tempfile.mkdtemp(prefix="wormhole-stack-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_one_command_stack_moves_a_file_stops_cleanly_and_keeps_its_state(
+    workdir: Path,
+) -> None:
+    tmp_path = workdir
+    env = stack_environment()
+    data = tmp_path / "wormhole-data"
+    payload = tmp_path / "outbox" / "hello.bin"
+    payload.parent.mkdir()
+    payload.write_bytes(os.urandom(300_000))
+    received = tmp_path / "received.bin"
+    mailbox, transit = env["MAILBOX_PORT"], env["TRANSIT_PORT"]
+
+    with running_stack(tmp_path, env) as (proc, send_line):
+        relay_url = f"ws://127.0.0.1:{mailbox}/v1"
+        helper = f"tcp:127.0.0.1:{transit}"
+        assert send_line == f"wormhole --relay-url {relay_url} --transit-helper {helper} send FILE"
+        code = "7-crossover-clockwork"
+        clients.transfer(clients.python_send(relay_url, code, path=str(payload), transit=helper),
+                         clients.python_receive(relay_url, code, transit=helper,
+                                                output=str(received)), cwd=tmp_path)
+        assert hashlib.sha256(received.read_bytes()).digest() == \
+            hashlib.sha256(payload.read_bytes()).digest()
+        url = f"host={data / 'socket'} user=wormhole dbname=wormhole"
+        assert clients.relayed_bytes(url)[0][1] >= 300_000
+        stop_with_ctrl_c(proc, postmaster_pid(data))
+    assert not (data / "postgres" / "postmaster.pid").exists()
+    log = (tmp_path / "stack.log").read_text()
+    assert "Traceback" not in log
+
+    with running_stack(tmp_path, env) as (proc, _):
+        with psycopg.connect(url) as conn:
+            rows = conn.execute("SELECT result FROM transit_usage").fetchall()
+        assert ("happy",) in rows
+        stop_with_ctrl_c(proc, postmaster_pid(data))
+    log = (tmp_path / "stack.log").read_text()
+    assert "created a PostgreSQL cluster" in log
+    assert log.count("created a PostgreSQL cluster") == 1
