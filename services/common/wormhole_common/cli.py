@@ -62,7 +62,7 @@ def variables_help(cls: type[EnvSettings]) -> str:
 
 def parser(prog: str, summary: str, epilog: str) -> argparse.ArgumentParser:
     result = argparse.ArgumentParser(
-        prog=prog, description=summary, epilog=epilog,
+        prog=prog, description=textwrap.fill(summary, 88), epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     result.add_argument("--version", action="version",
@@ -76,7 +76,8 @@ def parse_command_line(
 ) -> None:
     """Handle `--help` and `--version` (both exit 0); the scripts take no other argument."""
     epilog = "\n\n".join(
-        [f"Environment variables (all optional unless marked required){extra}:"]
+        [textwrap.fill(f"Environment variables (all optional unless marked required){extra}:",
+                       88)]
         + [variables_help(cls) for cls in classes]
     )
     parser(prog, summary, epilog).parse_args(argv)
