@@ -129,3 +129,49 @@ def test_one_command_stack_moves_a_file_stops_cleanly_and_keeps_its_state(
     log = (tmp_path / "stack.log").read_text()
     assert "created a PostgreSQL cluster" in log
     assert log.count("created a PostgreSQL cluster") == 1
+
+
+def test_with_a_database_url_it_uses_that_database_and_starts_no_postgres(
+    workdir: Path, database_url: str,
+) -> None:
+    env = {**stack_environment(), "MAILBOX_DATABASE_URL": database_url}
+    with running_stack(workdir, env) as (proc, _):
+        with psycopg.connect(database_url) as conn:
+            tables = {row[0] for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE tablename IN ('messages', 'transit_usage')")}
+        assert tables == {"messages", "transit_usage"}  # both services migrated it
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    assert not (workdir / "wormhole-data").exists()
+
+
+def run_stack(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([STACK, *args], cwd=cwd, env={**stack_environment(), **env},
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_configuration_error_is_one_line_before_anything_starts(workdir: Path) -> None:
+    result = run_stack(workdir, MAILBOX_PORT="x", MAILBOX_DATABASE_PASSWORD="s3cret")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == ("wormhole-stack: configuration error: MAILBOX_PORT='x': expected a"
+                             " valid integer, unable to parse string as an integer\n")
+    assert not (workdir / "wormhole-data").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the PostgreSQL user matters only as root")
+def test_as_root_postgres_must_not_run_as_root(workdir: Path) -> None:
+    result = run_stack(workdir, WORMHOLE_POSTGRES_USER="root")
+    assert result.returncode == 2
+    assert result.stderr == ("wormhole-stack: configuration error: WORMHOLE_POSTGRES_USER="
+                             "'root': PostgreSQL refuses to run as root; expected an"
+                             " unprivileged user\n")
+
+
+def test_help_lists_the_stacks_and_both_services_variables(workdir: Path) -> None:
+    result = subprocess.run([STACK, "--help"], cwd=workdir, capture_output=True, text=True,
+                            timeout=60, check=False, env={"PATH": os.environ["PATH"]})
+    assert result.returncode == 0
+    for line in ("  WORMHOLE_DATA_DIR  [default: wormhole-data]\n",
+                 "  MAILBOX_PORT  [default: 4000]\n", "  TRANSIT_PORT  [default: 4001]\n"):
+        assert line in result.stdout
+    assert not (workdir / "wormhole-data").exists()
