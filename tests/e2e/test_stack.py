@@ -7,6 +7,7 @@ exit 0 and no PostgreSQL left running; a second start finds the first run's usag
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import queue
 import shutil
@@ -15,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -175,3 +178,33 @@ def test_help_lists_the_stacks_and_both_services_variables(workdir: Path) -> Non
                  "  MAILBOX_PORT  [default: 4000]\n", "  TRANSIT_PORT  [default: 4001]\n"):
         assert line in result.stdout
     assert not (workdir / "wormhole-data").exists()
+
+
+def prometheus_targets(port: int) -> dict[str, str]:
+    url = f"http://127.0.0.1:{port}/api/v1/targets"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body = json.load(response)
+    return {t["labels"]["job"]: t["health"] for t in body["data"]["activeTargets"]}
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus not installed")
+def test_optional_prometheus_scrapes_both_services(workdir: Path, database_url: str) -> None:
+    port = free_port()
+    env = {**stack_environment(), "MAILBOX_DATABASE_URL": database_url,
+           "WORMHOLE_PROMETHEUS_PORT": str(port)}
+    with running_stack(workdir, env) as (proc, _):
+        deadline = time.monotonic() + 90
+        targets: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            try:
+                targets = prometheus_targets(port)
+            except OSError:
+                targets = {}
+            if targets == {"mailbox": "up", "transit": "up"}:
+                break
+            time.sleep(0.5)
+        assert targets == {"mailbox": "up", "transit": "up"}
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    with pytest.raises(OSError):
+        prometheus_targets(port)

@@ -24,6 +24,7 @@ from wormhole_transit.settings import TransitSettings
 from wormhole_stack.children import ChildFailed, spawn, stop, wait_ready
 from wormhole_stack.embedded import EmbeddedPostgres
 from wormhole_stack.postgres import PostgresError, server_user
+from wormhole_stack.prometheus import start_prometheus
 from wormhole_stack.settings import StackSettings
 
 log = logging.getLogger("wormhole_stack")
@@ -85,6 +86,7 @@ class Stack:
         self.env = env
         self.database = database
         self.services: dict[str, trio.Process] = {}
+        self.helpers: dict[str, trio.Process] = {}  # stopped with the services
         self.failure: str | None = None
         self.done = trio.Event()
 
@@ -115,6 +117,7 @@ class Stack:
             proc = await spawn(name, [sys.executable, "-m", module], self.env)
             self.services[name] = proc
             nursery.start_soon(self._watch, name, proc)
+        await self._start_prometheus(nursery)
         for name, settings in (("mailbox", self.mailbox), ("transit", self.transit)):
             if settings.metrics_port:
                 host, port, path = settings.metrics_host, settings.metrics_port, "/readyz"
@@ -122,6 +125,24 @@ class Stack:
                 host, port, path = settings.host, settings.port, None
             await wait_ready(f"the {name}", self.services[name], local(host), port, path=path,
                              patience=timeout)
+
+    async def _start_prometheus(self, nursery: trio.Nursery) -> None:
+        port = self.stack.prometheus_port
+        if not port:
+            return
+        targets = {name: f"{local(s.metrics_host)}:{s.metrics_port}"
+                   for name, s in (("mailbox", self.mailbox), ("transit", self.transit))
+                   if s.metrics_port}
+        self.stack.data_dir.mkdir(parents=True, exist_ok=True)
+        proc = await start_prometheus(self.stack.data_dir, port, targets, self.env)
+        if proc is None:
+            log.warning("WORMHOLE_PROMETHEUS_PORT=%d: no prometheus on PATH, not starting one",
+                        port)
+            return
+        self.helpers["prometheus"] = proc
+        nursery.start_soon(self._watch, "prometheus", proc)
+        log.info("Prometheus on http://127.0.0.1:%d (log: %s)", port,
+                 self.stack.data_dir / "prometheus.log")
 
     async def _watch(self, name: str, proc: trio.Process) -> None:
         status = await proc.wait()
@@ -144,6 +165,8 @@ class Stack:
         async with trio.open_nursery() as nursery:
             for name, proc in self.services.items():
                 nursery.start_soon(stop, name, proc, signal.SIGTERM, graces[name] + 10)
+            for name, proc in self.helpers.items():
+                nursery.start_soon(stop, name, proc, signal.SIGTERM, 30)
         if self.database is not None:
             await self.database.stop()
 

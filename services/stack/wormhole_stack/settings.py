@@ -20,5 +20,8 @@ class StackSettings(EnvSettings):
     public_host: Annotated[str | None, EmptyIsUnset] = Field(
         default=None, description="host name clients use, in the printed wormhole commands"
         " (unset: MAILBOX_HOST, or this machine's name when that is 0.0.0.0)")
+    prometheus_port: int = Field(default=0, ge=0, le=65535, description="also run a local"
+                                 " Prometheus (when installed) on 127.0.0.1:PORT scraping"
+                                 " both services (0: none)")
     startup_timeout_seconds: float = Field(
         default=60, gt=0, description="how long PostgreSQL and the services may take to start")
