@@ -12,6 +12,7 @@ import os
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -208,3 +209,17 @@ def test_optional_prometheus_scrapes_both_services(workdir: Path, database_url: 
         assert proc.wait(60) == 0
     with pytest.raises(OSError):
         prometheus_targets(port)
+
+
+def test_a_port_in_use_is_one_line_before_anything_starts(workdir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_stack(workdir, TRANSIT_METRICS_PORT=str(port))
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.endswith(
+        f" ERROR wormhole_stack: cannot listen on 127.0.0.1:{port} (TRANSIT_METRICS_PORT={port}):"
+        " address already in use\n")
+    assert len(result.stderr.splitlines()) == 1
+    assert not (workdir / "wormhole-data").exists()

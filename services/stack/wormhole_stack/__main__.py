@@ -18,6 +18,7 @@ import trio
 from wormhole_common.cli import config_exit, parse_command_line
 from wormhole_common.logs import configure_logging
 from wormhole_common.settings import ConfigError, load_settings
+from wormhole_common.startup import StartupError, check_port
 from wormhole_mailbox.settings import MailboxSettings
 from wormhole_transit.settings import TransitSettings
 
@@ -187,16 +188,32 @@ def load(environ: dict[str, str]) -> tuple[StackSettings, EmbeddedPostgres | Non
     return stack, database, env, mailbox, transit
 
 
+def check_ports(stack: StackSettings, mailbox: MailboxSettings,
+                transit: TransitSettings) -> None:
+    """Every port the stack will use, before anything is created or started."""
+    check_port("MAILBOX_PORT", mailbox.host, mailbox.port)
+    check_port("MAILBOX_METRICS_PORT", mailbox.metrics_host, mailbox.metrics_port)
+    check_port("TRANSIT_PORT", transit.host, transit.port)
+    if transit.websocket_port is not None:
+        check_port("TRANSIT_WEBSOCKET_PORT", transit.host, transit.websocket_port)
+    check_port("TRANSIT_METRICS_PORT", transit.metrics_host, transit.metrics_port)
+    check_port("WORMHOLE_PROMETHEUS_PORT", "127.0.0.1", stack.prometheus_port)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parse_command_line(PROG, SUMMARY, [StackSettings, MailboxSettings, TransitSettings], argv,
                        extra=EXTRA)
     configure_logging("INFO")
     try:
         stack, database, env, mailbox, transit = load(dict(os.environ))
+        check_ports(stack, mailbox, transit)
         if database is not None:
             database.prepare()
     except ConfigError as exc:
         raise config_exit(PROG, str(exc)) from None
+    except StartupError as exc:
+        log.error("%s", exc)
+        return exc.code
     except PostgresError as exc:
         log.error("%s", exc)
         return 1
