@@ -217,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PostgresError as exc:
         log.error("%s", exc)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C while the cluster was being created: nothing runs yet
+        return 130
     return trio.run(Stack(stack, mailbox, transit, env, database).run)
 
 

@@ -103,7 +103,7 @@ def initdb(data: Path, superuser: str, account: pwd.struct_passwd | None) -> boo
 
 
 def socket_directory(preferred: Path) -> Path:
-    """`preferred` unless its path is too long for a Unix socket."""
+    """`preferred`, or `PostgresError` if its path is too long for a Unix socket."""
     if len(str(preferred.resolve())) + len("/.s.PGSQL.5432") <= SOCKET_PATH_MAX:
         return preferred
     raise PostgresError(f"{preferred} is too long a path for a Unix socket"
