@@ -48,31 +48,45 @@ def stack_environment() -> dict[str, str]:
 
 @contextmanager
 def running_stack(cwd: Path, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """The stack until it prints its client command lines; yields it and the `send` line."""
-    log = (cwd / "stack.log").open("a")
+    """The stack until it prints its client command lines; yields it and the `send` line.
+
+    Stopped with SIGINT (the way it stops its children) if the test leaves it running.
+    """
+    log_path = cwd / "stack.log"
+    log = log_path.open("a")
     proc = subprocess.Popen([STACK], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=log,
                             text=True)
     lines: queue.Queue[str] = queue.Queue()
-    assert proc.stdout is not None
 
     def read() -> None:
         for line in proc.stdout or ():
             lines.put(line)
         lines.put("")  # end of output: the stack exited
 
-    threading.Thread(target=read, daemon=True).start()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
         while True:
-            line = lines.get(timeout=READY_SECONDS)
-            assert line, f"the stack exited with {proc.wait()} before it was ready"
+            try:
+                line = lines.get(timeout=READY_SECONDS)
+            except queue.Empty:
+                pytest.fail(f"not ready in {READY_SECONDS} s:\n{log_path.read_text()}")
+            assert line, f"exited with {proc.wait()} before it was ready:\n{log_path.read_text()}"
             if line.strip().endswith(" send FILE"):
                 yield proc, line.strip()
                 break
     finally:
         if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stdout.close()
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        reader.join(10)
+        if not reader.is_alive():
+            assert proc.stdout is not None
+            proc.stdout.close()
         log.close()
 
 
@@ -140,9 +154,16 @@ def test_with_a_database_url_it_uses_that_database_and_starts_no_postgres(
 ) -> None:
     env = {**stack_environment(), "MAILBOX_DATABASE_URL": database_url}
     with running_stack(workdir, env) as (proc, _):
-        with psycopg.connect(database_url) as conn:
-            tables = {row[0] for row in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE tablename IN ('messages', 'transit_usage')")}
+        # the relay migrates its tables in the background, after it is ready to relay
+        deadline = time.monotonic() + 30
+        while True:
+            with psycopg.connect(database_url) as conn:
+                tables = {row[0] for row in conn.execute(
+                    "SELECT tablename FROM pg_tables"
+                    " WHERE tablename IN ('messages', 'transit_usage')")}
+            if tables == {"messages", "transit_usage"} or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert tables == {"messages", "transit_usage"}  # both services migrated it
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,26 +30,30 @@ async def spawn(
             return await trio.lowlevel.open_process(
                 list(command), env=env, stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True, **options)
-    log.debug("starting %s", name)
+    # Their stdout goes to our stderr: our stdout carries only our own lines (the client
+    # commands), and a reader of it sees its end when we exit, whatever the children do.
     return await trio.lowlevel.open_process(list(command), env=env, stdin=subprocess.DEVNULL,
-                                            start_new_session=True, **options)
+                                            stdout=sys.stderr.fileno(), start_new_session=True,
+                                            **options)
 
 
 async def answers(host: str, port: int, path: str | None) -> bool:
-    """`host:port` accepts a connection and, given a `path`, answers it with 200."""
-    try:
-        stream = await trio.open_tcp_stream(host, port)
-    except OSError:
-        return False
-    async with stream:
-        if path is None:
-            return True
+    """`host:port` accepts a connection and, given a `path`, answers it with 200 (in 10 s)."""
+    with trio.move_on_after(10):
         try:
-            await stream.send_all(f"GET {path} HTTP/1.0\r\n\r\n".encode())
-            head = await stream.receive_some(64)
-        except trio.BrokenResourceError:
+            stream = await trio.open_tcp_stream(host, port)
+        except OSError:
             return False
-        return head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200"))
+        async with stream:
+            if path is None:
+                return True
+            try:
+                await stream.send_all(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+                head = await stream.receive_some(64)
+            except trio.BrokenResourceError:
+                return False
+            return head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200"))
+    return False
 
 
 async def wait_ready(name: str, proc: trio.Process, host: str, port: int, *, path: str | None,
