@@ -121,14 +121,40 @@ def test_secrets_init_writes_a_password_the_services_can_read(tmp_path: Path) ->
     command = raw_compose()["services"]["secrets-init"]["command"][0].replace("$$", "$")
     script = command.replace("/secrets/", f"{tmp_path}/")
     if os.geteuid() != 0:
-        script = script.replace("chown 10001:10001", "true")
+        script = re.sub(r"chown \d+:\d+", "true", script)
     subprocess.run(["sh", "-c", script], check=True, timeout=10)
-    secret = tmp_path / "postgres_password.txt"
-    first = secret.read_text()
-    assert re.fullmatch(r"[0-9a-f]{48}", first)
-    assert secret.stat().st_mode & 0o777 == 0o400
+    secrets = {name: tmp_path / f"{name}_password.txt" for name in ("postgres", "grafana_admin")}
+    first = {name: path.read_text() for name, path in secrets.items()}
+    for name, path in secrets.items():
+        assert re.fullmatch(r"[0-9a-f]{48}", first[name])
+        assert path.stat().st_mode & 0o777 == 0o400
+    if os.geteuid() == 0:
+        assert secrets["postgres"].stat().st_uid == 10001
+        assert secrets["grafana_admin"].stat().st_uid == 472
+    assert first["postgres"] != first["grafana_admin"]
     subprocess.run(["sh", "-c", script], check=True, timeout=10)
-    assert secret.read_text() == first  # an existing password is kept
+    assert {name: path.read_text() for name, path in secrets.items()} == first  # kept
+
+
+def test_secrets_init_uses_an_image_without_a_volume() -> None:
+    """The postgres image declares VOLUME: each `down` would leave an anonymous volume."""
+    image = raw_compose()["services"]["secrets-init"]["image"]
+    assert image.startswith("busybox:"), image
+
+
+def test_no_service_asks_for_limits_a_stock_engine_may_refuse() -> None:
+    for name, service in raw_compose()["services"].items():
+        assert "ulimits" not in service, name
+
+
+def test_grafana_is_on_loopback_with_a_generated_admin_password() -> None:
+    grafana = resolved_compose()["services"]["grafana"]
+    assert [(p["host_ip"], p["published"]) for p in grafana["ports"]] == [("127.0.0.1", "3000")]
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in grafana["environment"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"] == \
+        "/run/wormhole-secrets/grafana_admin_password.txt"
+    assert grafana["depends_on"]["secrets-init"]["condition"] == \
+        "service_completed_successfully"
 
 
 def test_every_file_compose_names_exists() -> None:

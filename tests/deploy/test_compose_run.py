@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 import subprocess
 import time
@@ -61,7 +62,7 @@ def materialise_secrets(directory: Path) -> None:
     script = raw_compose()["services"]["secrets-init"]["command"][0].replace("$$", "$")
     script = script.replace("/secrets/", f"{directory}/")
     if os.geteuid() != 0:
-        script = script.replace("chown 10001:10001", "true")
+        script = re.sub(r"chown \d+:\d+", "true", script)
     subprocess.run(["sh", "-c", script], check=True, timeout=10)
 
 

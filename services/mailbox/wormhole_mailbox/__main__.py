@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import trio
-from wormhole_common.database import Database, DatabaseUnavailable
+from wormhole_common.cli import start
+from wormhole_common.database import Database
 from wormhole_common.lifecycle import run_service
-from wormhole_common.logs import configure_logging
 from wormhole_common.migrations import migrate
-from wormhole_common.settings import load_or_exit
+from wormhole_common.startup import StartupError, check_port, wait_for_database
 
 from wormhole_mailbox.group import WorkerGroup
 from wormhole_mailbox.server import MailboxServer
@@ -17,18 +18,24 @@ from wormhole_mailbox.settings import MailboxSettings
 
 log = logging.getLogger("wormhole_mailbox")
 
+SUMMARY = "The Magic Wormhole mailbox server (rendezvous): WebSocket clients on /v1."
 
-def main() -> int:
-    settings = load_or_exit(MailboxSettings)
-    configure_logging(settings.log_level)
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = start(MailboxSettings, "wormhole-mailbox", SUMMARY, argv)
+    shown = settings.database_shown()
 
     async def service(stop: trio.Event) -> None:
-        db = Database(
-            settings.connection_string(), size=settings.database_pool_size,
-            application_name="wormhole-mailbox",
-        )
+        check_port("MAILBOX_PORT", settings.host, settings.port)
+        check_port("MAILBOX_METRICS_PORT", settings.metrics_host, settings.metrics_port)
+        url = settings.connection_string()
+        patience = settings.database_startup_timeout_seconds
+        reason = await wait_for_database(url, shown, patience)
+        if reason is not None:
+            raise StartupError(f"cannot reach the database ({shown}) within {patience:g} s:"
+                               f" {reason}")
+        db = Database(url, size=settings.database_pool_size, application_name="wormhole-mailbox")
         try:
-            await db.wait_until_available(settings.database_startup_timeout_seconds)
             await migrate(db, "mailbox", "wormhole_mailbox")
             if settings.workers > 1:
                 db.close()  # the workers have their own pools
@@ -38,14 +45,7 @@ def main() -> int:
         finally:
             db.close()
 
-    try:
-        return run_service(service)
-    except* DatabaseUnavailable as group:
-        log.error("cannot use the database (MAILBOX_DATABASE_URL): %s", group.exceptions[0])
-    except* OSError as group:
-        log.error("cannot listen (MAILBOX_PORT %s, MAILBOX_METRICS_PORT %s): %s",
-                  settings.port, settings.metrics_port, group.exceptions[0])
-    return 1
+    return run_service(service, shown)
 
 
 if __name__ == "__main__":

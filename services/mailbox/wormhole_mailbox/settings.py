@@ -5,10 +5,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Literal
 
-from psycopg.conninfo import make_conninfo
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
-from wormhole_common.settings import ServiceSettings
+from wormhole_common.settings import EmptyIsUnset, PoolSize, Port, ServiceSettings
 from wormhole_common.workers import available_cpus
 
 from wormhole_mailbox.addresses import Network
@@ -16,31 +15,41 @@ from wormhole_mailbox.addresses import Network
 
 class MailboxSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="MAILBOX_", extra="ignore")
-    secret_fields = ("database_url", "database_password")
 
-    database_url: str = Field(min_length=1)
-    database_password: str | None = None
-    database_pool_size: int = Field(default=4, ge=1, le=64)
-    database_startup_timeout_seconds: float = Field(default=30, ge=0)
-    host: str = "0.0.0.0"
-    port: int = Field(default=4000, ge=0, le=65535)
-    motd: str | None = None
-    advertise_version: str | None = None
-    signal_error: str | None = None
-    allow_list: bool = True
-    channel_expiry_seconds: float = Field(default=11 * 60, gt=0)
-    prune_interval_seconds: float = Field(default=5 * 60, gt=0)
-    blur_usage_seconds: int | None = Field(default=None, ge=1)
-    trusted_proxies: Annotated[tuple[Network, ...], NoDecode] = ()
-    permissions: Literal["none", "hashcash"] = "none"
-    hashcash_bits: int = Field(default=20, ge=1, le=64)
-    websocket_ping_interval_seconds: float = Field(default=60, gt=0)
-    websocket_ping_timeout_seconds: float = Field(default=600, gt=0)
-    shutdown_grace_seconds: float = Field(default=3, ge=0)
-    metrics_host: str = "0.0.0.0"
-    metrics_port: int = Field(default=9410, ge=0, le=65535)  # 0: no metrics endpoint
-    workers: int = Field(default_factory=available_cpus, ge=1, le=256)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    database_url: str = Field(min_length=1, description="PostgreSQL URL"
+                              " (postgresql://user@host:port/db) or key=value connection string"
+                              " (or *_FILE: a file holding it)")
+    database_pool_size: PoolSize = Field(default=4, description="database connections")
+    port: Port = Field(default=4000, description="WebSocket port (clients connect to"
+                       " ws://HOST:PORT/v1)")
+    motd: Annotated[str | None, EmptyIsUnset] = Field(
+        default=None, description="message of the day sent to every client")
+    advertise_version: Annotated[str | None, EmptyIsUnset] = Field(
+        default=None, description="client version to advertise as current")
+    signal_error: Annotated[str | None, EmptyIsUnset] = Field(
+        default=None, description="refuse every client with this error (maintenance)")
+    allow_list: bool = Field(default=True, description="answer `list` with the nameplates in"
+                             " use (needed for code completion)")
+    channel_expiry_seconds: float = Field(default=11 * 60, gt=0,
+                                          description="idle channels are pruned after this")
+    prune_interval_seconds: float = Field(default=5 * 60, gt=0,
+                                          description="how often pruning runs")
+    trusted_proxies: Annotated[tuple[Network, ...], NoDecode] = Field(
+        default=(), description="comma-separated CIDRs whose X-Forwarded-For is believed")
+    permissions: Literal["none", "hashcash"] = Field(
+        default="none", description="none, or hashcash: clients must solve a stamp")
+    hashcash_bits: int = Field(default=20, ge=1, le=64, description="hashcash difficulty")
+    websocket_ping_interval_seconds: float = Field(
+        default=60, gt=0, description="ping idle clients this often")
+    websocket_ping_timeout_seconds: float = Field(
+        default=600, gt=0, description="drop a client that answers no ping for this long")
+    metrics_port: Port = Field(default=9410, description="port of /metrics, /healthz, /readyz"
+                               " (0: none)")
+    workers: int = Field(
+        default_factory=available_cpus, ge=1, le=256,
+        json_schema_extra={"shown_default": "CPUs available"},
+        description="worker processes sharing the port (default: the CPUs available; 1: one"
+                    " process)")
 
     # -- limits and quotas (issue 10): per process; the address is the trusted proxy's --------
     max_connections: int | None = Field(
@@ -90,27 +99,10 @@ class MailboxSettings(ServiceSettings):
                 raise ValueError(f"expected comma-separated CIDRs ({exc})") from None
         return value
 
-    @field_validator("blur_usage_seconds", "motd", "advertise_version", "signal_error",
-                     "database_password", mode="before")
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        return None if value == "" else value
-
-    @model_validator(mode="after")
-    def _check_database_url(self) -> MailboxSettings:
-        if "://" not in self.database_url and "=" not in self.database_url:
-            raise ValueError(
-                "MAILBOX_DATABASE_URL must be a PostgreSQL URL (postgresql://user@host/db)"
-                " or a key=value connection string"
-            )
-        return self
-
     @property
     def hashcash(self) -> int | None:
         return self.hashcash_bits if self.permissions == "hashcash" else None
 
     def connection_string(self) -> str:
         """The database URL with the password from its own variable or file, if given."""
-        if not self.database_password:
-            return self.database_url
-        return make_conninfo(self.database_url, password=self.database_password)
+        return super().connection_string() or self.database_url

@@ -6,26 +6,23 @@ environment as the supervisor, which has already checked the database and migrat
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import trio
-from wormhole_common.database import Database, DatabaseUnavailable
+from wormhole_common.database import Database
 from wormhole_common.lifecycle import run_service
 from wormhole_common.logs import configure_logging
-from wormhole_common.settings import load_or_exit
+from wormhole_common.settings import load_settings
 from wormhole_common.workers import exit_when_orphaned
 
 from wormhole_mailbox.group import inherited_listener, parse_worker_args
 from wormhole_mailbox.server import MailboxServer
 from wormhole_mailbox.settings import MailboxSettings
 
-log = logging.getLogger("wormhole_mailbox")
-
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_worker_args(sys.argv[1:] if argv is None else argv)
-    settings = load_or_exit(MailboxSettings)
+    settings = load_settings(MailboxSettings)  # the supervisor checked it already
     configure_logging(settings.log_level)
     listeners = [inherited_listener(fd) for fd in args.listen_fd]
     metrics_listener = inherited_listener(args.metrics_fd)
@@ -45,11 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             db.close()
 
-    try:
-        return run_service(service)
-    except* DatabaseUnavailable as group:
-        log.error("worker %d cannot use the database: %s", args.index, group.exceptions[0])
-    return 1
+    return run_service(service, settings.database_shown())
 
 
 if __name__ == "__main__":

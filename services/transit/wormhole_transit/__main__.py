@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import logging
 import resource
+from collections.abc import Sequence
 
 import trio
+from wormhole_common.cli import start
 from wormhole_common.database import Database
 from wormhole_common.lifecycle import run_service
-from wormhole_common.logs import configure_logging
-from wormhole_common.settings import load_or_exit
+from wormhole_common.startup import check_port, wait_for_database
 
 from wormhole_transit.server import TransitServer
 from wormhole_transit.settings import TransitSettings
 from wormhole_transit.usage import UsageRecorder
 
 log = logging.getLogger("wormhole_transit")
+
+SUMMARY = "The Magic Wormhole transit relay: pairs two clients by token and relays bytes."
 
 
 def raise_fd_limit() -> None:
@@ -31,9 +34,33 @@ def raise_fd_limit() -> None:
     log.info("raised the open-file limit from %d to %d", soft, hard)
 
 
-def main() -> int:
-    settings = load_or_exit(TransitSettings)
-    configure_logging(settings.log_level)
+def check_ports(settings: TransitSettings) -> None:
+    check_port("TRANSIT_PORT", settings.host, settings.port)
+    if settings.websocket_port is not None:
+        check_port("TRANSIT_WEBSOCKET_PORT", settings.host, settings.websocket_port)
+    check_port("TRANSIT_METRICS_PORT", settings.metrics_host, settings.metrics_port)
+
+
+async def open_database(settings: TransitSettings) -> Database | None:
+    """The usage database, once it answers or the start-up timeout is over; None if unset.
+
+    A refused login exits at once (`StartupError`); an unreachable server does not stop the
+    relay: the recorder keeps retrying and usage records wait in its queue meanwhile.
+    """
+    url = settings.connection_string()
+    if not url:
+        log.warning("TRANSIT_DATABASE_URL is not set: relaying without recording usage")
+        return None
+    shown = settings.database_shown()
+    reason = await wait_for_database(url, shown, settings.database_startup_timeout_seconds)
+    if reason is not None:
+        log.warning("the database (%s) is unreachable (%s): relaying without usage records"
+                    " until it answers", shown, reason)
+    return Database(url, size=settings.database_pool_size, application_name="wormhole-transit")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = start(TransitSettings, "wormhole-transit", SUMMARY, argv)
     raise_fd_limit()
     if settings.blur_usage_seconds:
         log.info("blurring access times to %d seconds", settings.blur_usage_seconds)
@@ -41,13 +68,8 @@ def main() -> int:
         log.info("not blurring access times")
 
     async def service(stop: trio.Event) -> None:
-        db = None
-        url = settings.connection_string()
-        if url:
-            db = Database(url, size=settings.database_pool_size,
-                          application_name="wormhole-transit")
-        else:
-            log.warning("TRANSIT_DATABASE_URL is not set: relaying without recording usage")
+        check_ports(settings)
+        db = await open_database(settings)
         recorder = UsageRecorder(db, queue_size=settings.usage_queue_size,
                                  log_json=settings.usage_log)
         try:
@@ -56,12 +78,7 @@ def main() -> int:
             if db is not None:
                 db.close()
 
-    try:
-        return run_service(service)
-    except OSError as exc:
-        log.error("cannot listen (TRANSIT_PORT %s, TRANSIT_METRICS_PORT %s): %s",
-                  settings.port, settings.metrics_port, exc)
-        return 1
+    return run_service(service, settings.database_shown())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,113 @@
+"""Start-up checks that turn the usual first-contact failures into one honest line each.
+
+A port in use is found before the service starts (by binding each configured address as the
+server will, then letting go), so the message can name the variable. The database is tried
+before anything else: a refused password or a missing database is a configuration error
+(SQLSTATE 28P01/28000/3D000; libpq reports connection failures as text only, so the text is
+matched), an unreachable server is retried with one progress line every few seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+
+import psycopg
+import trio
+
+log = logging.getLogger(__name__)
+
+PROGRESS_SECONDS = 5
+# libpq's wording for the server refusing who we are or what we asked for.
+_REFUSALS = (
+    "password authentication failed",  # 28P01
+    "authentication failed",  # 28000 and friends (peer, ident, cert)
+    "no pg_hba.conf entry",  # 28000
+    "no password supplied",  # the server wants a password and none was given
+    "is not permitted to log in",  # 28000
+    "does not exist",  # 3D000: database; 28000: role
+)
+
+
+class StartupError(Exception):
+    """The service cannot start: `str()` is the one line to print, `code` the exit status."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _address(addr: tuple[object, ...]) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def check_port(variable: str, host: str, port: int) -> None:
+    """Raise `StartupError` naming `variable` if `host:port` cannot be listened on now."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartupError(f"cannot listen on {host}:{port} ({variable}={port}):"
+                           f" {exc.strerror}", 2) from None
+    for family, kind, proto, _, addr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(addr)
+            except OSError as exc:
+                reason = (exc.strerror or str(exc)).lower()
+                raise StartupError(f"cannot listen on {_address(addr)} ({variable}={port}):"
+                                   f" {reason}") from None
+
+
+def failure_reason(exc: BaseException) -> str:
+    """libpq's message without its hints, on one line, without 'connection failed:'."""
+    first = str(exc).strip().split("\n", 1)[0]
+    text = " ".join(first.split()).removeprefix("connection failed: ")
+    return text or type(exc).__name__
+
+
+def is_refusal(exc: psycopg.Error) -> bool:
+    """The server answered and said no: retrying cannot help."""
+    text = str(exc).lower()
+    return any(marker in text for marker in _REFUSALS)
+
+
+def _try_connect(url: str, timeout: float) -> None:
+    with psycopg.connect(url, connect_timeout=max(2, int(timeout)), autocommit=True) as conn:
+        conn.execute("SELECT 1")
+
+
+async def wait_for_database(url: str, shown: str, patience: float) -> str | None:
+    """None once the database answers; the last reason if it stays unreachable `patience` s.
+
+    Raises `StartupError` (exit 2) at once when the server refuses the credentials or the
+    database. `shown` names the variable and its value, password masked, for the messages.
+    """
+    deadline = time.monotonic() + patience
+    next_progress = time.monotonic()
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            await trio.to_thread.run_sync(_try_connect, url, min(left, PROGRESS_SECONDS),
+                                          abandon_on_cancel=True)
+            return None
+        except psycopg.Error as exc:
+            if is_refusal(exc):
+                raise StartupError(f"the database refused us ({shown}): {failure_reason(exc)}",
+                                   2) from None
+            reason = failure_reason(exc)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return reason
+        if time.monotonic() >= next_progress:
+            log.warning("waiting for the database (%s): %s; giving up in %.0f s",
+                        shown, reason, left)
+            next_progress = time.monotonic() + PROGRESS_SECONDS
+        await trio.sleep(min(1.0, left))
