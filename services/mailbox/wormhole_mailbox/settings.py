@@ -52,7 +52,7 @@ class MailboxSettings(ServiceSettings):
                     " process)")
 
     # -- limits and quotas (issue 10): per process; the address is the trusted proxy's --------
-    max_connections: int | None = Field(
+    max_connections: Annotated[int | None, EmptyIsUnset] = Field(
         default=None, ge=1,
         description="Open connections at most; unset: sized from the open-file limit (the"
         " limit minus a reserve for the database pool, listeners and /metrics, at most 10,000)")
@@ -82,11 +82,6 @@ class MailboxSettings(ServiceSettings):
         default=100, ge=1,
         description="Nameplates one address may hold at once (allocated or claimed, until"
         " released or expired)")
-
-    @field_validator("max_connections", mode="before")
-    @classmethod
-    def _max_connections_empty_is_unset(cls, value: object) -> object:
-        return None if value == "" else value
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
