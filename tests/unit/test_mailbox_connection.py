@@ -290,3 +290,17 @@ async def test_a_client_that_stops_reading_a_replay_is_dropped_as_too_slow(
         assert h.counted("connections_dropped_total", reason="too_slow") == 1
         assert h.store.pages_read == 0
         assert not h.hub.is_subscribed(("app", "mb"))
+
+
+async def test_a_client_that_sends_big_pings_and_reads_nothing_is_dropped_after_a_few(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with harness() as h:  # virtual seconds
+        ws = await h.connect(lockstep=True)  # the server's writes wait for reads: none come
+        pings = 0
+        while h.counted("connections_dropped_total", reason="too_slow") == 0:
+            await send(ws, type="ping", ping="p" * 1_000_000)  # a pong of 1 MB each
+            pings += 1
+            await trio.testing.wait_all_tasks_blocked()
+        # One pong being written, 4 MiB (OUTBOUND_BYTES) queued: not OUTBOUND_QUEUE (4096) of them
+        assert pings <= 6

@@ -1,9 +1,11 @@
 """The frames waiting for one client, and the writer that sends them.
 
-Frames are queued without waiting (`queue`): a client that lets `OUTBOUND_QUEUE` of them pile
-up is too slow, and `overflowed` says so to the reader. Frames of the command being executed
-are held (`hold`/`release`) so an ack never leaves before its command is done. A replay
-instead waits for room and for the writer (`written`), so it holds one page at a time.
+Frames are encoded and queued without waiting (`queue`): a client that lets `OUTBOUND_QUEUE`
+of them or `OUTBOUND_BYTES` pile up is too slow, and `overflowed` says so to the reader (a
+client that sends 1 MiB pings and reads nothing is dropped after a few, not after 4 GiB).
+Frames of the command being executed are held (`hold`/`release`) so an ack never leaves
+before its command is done. A replay instead waits for room and for the writer (`written`),
+so it holds one page at a time.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from wormhole_common.channels import receive_batch
 
 from wormhole_mailbox.actions import Frame
-from wormhole_mailbox.validation import encode_frame
+from wormhole_mailbox.validation import encode_unstamped, stamp
 
 OUTBOUND_QUEUE = 4096  # frames waiting for one slow client before it is dropped
+OUTBOUND_BYTES = 4 << 20  # ...or this much text: a full mailbox's worth of live messages
 WRITE_BATCH = 64  # frames stamped with one clock reading
 
 
@@ -26,7 +29,8 @@ class Outbound:
     def __init__(self, ws: WebSocketConnection) -> None:
         self.ws = ws
         # Frames, and markers the writer sets once everything before them is written.
-        self._send, self._receive = trio.open_memory_channel[Frame | trio.Event](OUTBOUND_QUEUE)
+        self._send, self._receive = trio.open_memory_channel[str | trio.Event](OUTBOUND_QUEUE)
+        self.queued_bytes = 0  # characters of the frames in the channel (ASCII: bytes)
         self.overflowed = False
         self.drained = trio.Event()  # the writer has finished
         self._held: list[Frame] | None = None  # frames of the command being executed
@@ -35,12 +39,18 @@ class Outbound:
         if self._held is not None:
             self._held.append(frame)
             return
+        text = encode_unstamped(frame)
+        if self.queued_bytes + len(text) > OUTBOUND_BYTES and self.queued_bytes:
+            self.overflowed = True
+            return
         try:
-            self._send.send_nowait(frame)
+            self._send.send_nowait(text)
         except trio.WouldBlock:
             self.overflowed = True
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass  # closing: nothing more goes out
+        else:
+            self.queued_bytes += len(text)
 
     def hold(self) -> None:
         self._held = []
@@ -60,7 +70,9 @@ class Outbound:
         marker = trio.Event()
         try:
             for frame in frames:
-                await self._send.send(frame)
+                text = encode_unstamped(frame)
+                await self._send.send(text)
+                self.queued_bytes += len(text)
             await self._send.send(marker)
         except trio.BrokenResourceError:
             return False
@@ -77,7 +89,8 @@ class Outbound:
                     if isinstance(item, trio.Event):
                         item.set()
                     else:
-                        await self.ws.send_message(encode_frame(item, now))
+                        self.queued_bytes -= len(item)
+                        await self.ws.send_message(stamp(item, now))
         except (trio.EndOfChannel, ConnectionClosed):
             pass
         finally:

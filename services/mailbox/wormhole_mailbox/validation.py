@@ -304,14 +304,24 @@ def message_id(frame: Frame) -> Any:
 
 
 def encode_frame(frame: Frame, server_tx: float) -> str:
-    """The text of one outbound frame with its `server_tx`: strict JSON, ASCII-escaped (so a
-    lone surrogate can never make the UTF-8 encoding fail). A non-finite number, which
-    validated input never contains, becomes null instead of non-JSON."""
-    stamped = {**frame, "server_tx": server_tx}
+    """The text of one outbound frame with its `server_tx`."""
+    return stamp(encode_unstamped(frame), server_tx)
+
+
+def encode_unstamped(frame: Frame) -> str:
+    """The text of one outbound frame (a non-empty object, no `server_tx` yet): strict JSON,
+    ASCII-escaped (so a lone surrogate can never make the UTF-8 encoding fail). A non-finite
+    number, which validated input never contains, becomes null instead of non-JSON."""
     try:
-        return _STRICT.encode(stamped)
+        return _STRICT.encode(frame)
     except ValueError:
-        return _STRICT.encode(_finite(stamped))
+        return _STRICT.encode(_finite(frame))
+
+
+def stamp(text: str, server_tx: float) -> str:
+    """`server_tx` added to an encoded frame just before it is written (a finite float's repr
+    is a JSON number)."""
+    return f'{text[:-1]}, "server_tx": {server_tx!r}}}'
 
 
 def _finite(value: Any) -> Any:
