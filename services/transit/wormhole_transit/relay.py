@@ -13,7 +13,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import socket
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -46,16 +45,20 @@ class Endpoint(Protocol):
         """Flush, tell the peer we are done, release the connection; never raises."""
 
 
-class TcpEndpoint:
-    def __init__(self, stream: trio.SocketStream) -> None:
+class StreamEndpoint:
+    """A TCP connection, or any half-closeable trio stream (tests use memory streams)."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: trio.abc.HalfCloseableStream) -> None:
         self.stream = stream
-        self.socket = stream.socket
 
     async def receive(self) -> bytes:
         try:
-            return await self.stream.receive_some(CHUNK)
+            data = await self.stream.receive_some(CHUNK)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise Lost(str(exc)) from exc
+        return data if isinstance(data, bytes) else bytes(data)
 
     async def send(self, data: bytes) -> None:
         try:
@@ -63,25 +66,18 @@ class TcpEndpoint:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise Lost(str(exc)) from exc
 
-    async def waiting_for_partner(self) -> bool:
-        """Until the client sends something (True) or goes away (False); consumes nothing."""
-        try:
-            return bool(await self.socket.recv(1, socket.MSG_PEEK))
-        except OSError:
-            return False
-
     async def close(self) -> None:
-        # FIN after what is queued, then read until the peer's FIN: closing a socket with
+        # EOF after what is queued, then read until the peer's EOF: closing a socket with
         # unread input sends RST, which can destroy data still on its way to the peer.
         with trio.CancelScope(shield=True):
             try:
-                self.socket.shutdown(socket.SHUT_WR)
+                await self.stream.send_eof()
                 with trio.move_on_after(LINGER_SECONDS):
-                    while await self.socket.recv(CHUNK):
+                    while await self.stream.receive_some(CHUNK):
                         pass
-            except OSError:
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
                 pass
-            self.socket.close()
+            await trio.aclose_forcefully(self.stream)
 
 
 class WebSocketEndpoint:
@@ -192,9 +188,11 @@ async def _splice(
 
 
 async def _direction(src: Endpoint, dst: Endpoint, stats: PairStats, use_splice: bool) -> Ended:
-    if use_splice and isinstance(src, TcpEndpoint) and isinstance(dst, TcpEndpoint):
+    if (use_splice and isinstance(src, StreamEndpoint) and isinstance(dst, StreamEndpoint)
+            and isinstance(src.stream, trio.SocketStream)
+            and isinstance(dst.stream, trio.SocketStream)):
         try:
-            return await _splice(src.socket, dst.socket, stats)
+            return await _splice(src.stream.socket, dst.stream.socket, stats)
         except _SpliceUnsupported:
             pass
     return await _copy(src, dst, stats)

@@ -18,10 +18,9 @@ from wormhole_common.channels import receive_batch
 from wormhole_common.database import Database
 from wormhole_common.migrations import migrate
 
-from wormhole_transit.pairing import Usage
+from wormhole_transit.records import Usage
 
 log = logging.getLogger(__name__)
-usage_log = logging.getLogger("wormhole_transit.usage")
 
 MAX_BATCH = 500
 
@@ -81,7 +80,7 @@ class UsageRecorder:
 
     def record(self, usage: Usage) -> None:
         if self.log_json:
-            usage_log.info("%s", json.dumps(usage.as_json_fields()))
+            log.info("%s", json.dumps(usage.as_json_fields()))
         if self.db is None:
             return
         try:
