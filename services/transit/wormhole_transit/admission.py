@@ -9,9 +9,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from functools import partial
 
 import trio
 
@@ -52,34 +52,34 @@ class Admission:
         self, handler: Handler, listeners: list[trio.SocketListener], nursery: trio.Nursery,
         *, task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Accept on `listeners` until cancelled; admitted connections run in `nursery`."""
+        """Accept on `listeners` until cancelled; each connection runs `handler` in `nursery`,
+        which calls `admit` first and `release` when the connection is closed."""
         counting = [_CountingListener(listener, self.stats) for listener in listeners]
-        await trio.serve_listeners(partial(self._admit, handler), counting,
-                                   handler_nursery=nursery,
+        await trio.serve_listeners(handler, counting, handler_nursery=nursery,
                                    task_status=task_status)
 
-    async def _admit(self, handler: Handler, stream: trio.SocketStream) -> None:
+    def admit(self, stream: trio.SocketStream) -> str | None:
+        """The client's address if within the limits; otherwise None, after a FIN."""
         try:
-            ip = str(stream.socket.getpeername()[0])
+            ip = sys.intern(str(stream.socket.getpeername()[0]))
             stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         except OSError:
-            return  # gone already; serve_listeners closes the stream
+            return None  # gone already; serve_listeners closes the stream
         reason = self._refusal(ip)
         if reason is not None:
             self._refuse(reason)
-            # FIN without a byte, then serve_listeners closes the socket
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.send_eof()
-            return
+            with contextlib.suppress(OSError):
+                stream.socket.shutdown(socket.SHUT_WR)  # no byte; serve_listeners closes it
+            return None
         self.stats.connections_open += 1
         self.per_ip[ip] += 1
-        try:
-            await handler(stream)
-        finally:
-            self.stats.connections_open -= 1
-            self.per_ip[ip] -= 1
-            if not self.per_ip[ip]:
-                del self.per_ip[ip]
+        return ip
+
+    def release(self, ip: str) -> None:
+        self.stats.connections_open -= 1
+        self.per_ip[ip] -= 1
+        if not self.per_ip[ip]:
+            del self.per_ip[ip]
 
     def _refusal(self, ip: str) -> str | None:
         if self.stats.connections_open >= self.max_connections:

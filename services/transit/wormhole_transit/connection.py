@@ -1,10 +1,12 @@
 """The trio shell of one connection: read the handshake, wait for a partner, run the pair.
 
-One task per connection, and nothing else while it waits: the task itself watches its socket
-inside one cancel scope, whose deadline is the handshake timer and then the lonely timer, and
-which the arriving partner cancels to wake it. The woken (first) side runs the pair; the second
-side's task only keeps its stream open until the pair ends. Every decision is an input to the
-connection's state machine (`machine.py`) through the rendezvous; this file performs the I/O.
+A connection has one task while it sends its handshake. A TCP connection that must wait for
+its partner then gives up its task: it is parked in the `WaitingRoom` (one epoll, one task for
+all waiting connections). The partner's task takes it back and runs the pair. A WebSocket
+connection keeps its task while waiting (trio-websocket reads in a task of its own anyway); the
+partner wakes it by cancelling its scope and relays once it has let go of its socket. Every
+decision is an input to the connection's state machine (`machine.py`) through the rendezvous;
+this file performs the I/O.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
@@ -30,208 +31,218 @@ from wormhole_transit.handshake import (
     Result,
     parse_message,
 )
-from wormhole_transit.machine import Ended, Machine, State
+from wormhole_transit.ledger import Connection, Ledger
+from wormhole_transit.machine import Machine, State
 from wormhole_transit.metrics import TransitMetrics
-from wormhole_transit.records import Mood, Usage
+from wormhole_transit.pair import run_pair
+from wormhole_transit.records import Mood
 from wormhole_transit.relay import (
     HAS_SPLICE,
     Endpoint,
     Lost,
-    PairStats,
     StreamEndpoint,
     WebSocketEndpoint,
-    relay,
 )
-from wormhole_transit.rendezvous import Pair, Rendezvous, Wait
-from wormhole_transit.stats import TransitStats
+from wormhole_transit.rendezvous import Pair, Wait
+from wormhole_transit.waiting import WaitingRoom
 
 log = logging.getLogger(__name__)
 
 MAX_WS_MESSAGE = 16 << 20  # autobahn accepts any size; this bounds one buffered message
 HANDSHAKE_READ = 1100  # a whole line (at most MAX_LINE + LF) in one read
-TIMEOUT_PHASES = {State.HANDSHAKING: "handshake", State.WAITING: "lonely"}
 # The last words before closing, by mood; the others close without a word.
 FAREWELLS: dict[Mood | None, bytes] = {Mood.ERRORY: BAD_HANDSHAKE, Mood.IMPATIENT: IMPATIENT}
 
 
-class Connection:
-    """What the shell keeps per connection besides its state machine."""
-
-    __slots__ = ("endpoint", "machine", "pair_done", "partner", "pending", "scope")
-
-    def __init__(self, machine: Machine) -> None:
-        self.machine = machine
-        self.scope = trio.CancelScope()  # the handshake and the wait: timers, wake-up, drain
-        self.endpoint: Endpoint | None = None
-        self.partner: Connection | None = None  # set on the first side when paired
-        self.pending = b""  # bytes read before `ok`, for the partner
-        self.pair_done: trio.Event | None = None  # the second side waits on it
-
-
-Record = Callable[[Usage], None]
-
-
 class ConnectionHandler:
-    """Serves TCP and WebSocket connections; owns the set of open ones for the drain."""
+    """Serves TCP and WebSocket connections, from the handshake to the end of the pair."""
 
     def __init__(
-        self, rendezvous: Rendezvous[Connection], stats: TransitStats, metrics: TransitMetrics,
-        record: Record, *, handshake_timeout: float, lonely_timeout: float,
-        blur_seconds: int | None = None, use_splice: bool = HAS_SPLICE,
+        self, book: Ledger, metrics: TransitMetrics, *, handshake_timeout: float,
+        lonely_timeout: float, blur_seconds: int | None = None, use_splice: bool = HAS_SPLICE,
     ) -> None:
-        self.rendezvous = rendezvous
-        self.stats = stats
+        self.book = book
+        self.rendezvous = book.rendezvous
+        self.stats = book.stats
         self.metrics = metrics
-        self.record = record
         self.handshake_timeout = handshake_timeout
         self.lonely_timeout = lonely_timeout
         self.blur_seconds = blur_seconds
         self.use_splice = use_splice
-        self.connections: set[Connection] = set()
-        self.all_closed = trio.Event()  # set whenever `connections` becomes empty
+        self.room: WaitingRoom[Connection] = WaitingRoom(
+            lonely_timeout, on_readable=self._parked_readable, on_timeout=self._parked_timeout)
+        self._nursery: trio.Nursery | None = None
+
+    async def watch_waiting(self, nursery: trio.Nursery) -> None:
+        """Watch the parked connections until cancelled; their farewells run in `nursery`."""
+        self._nursery = nursery
+        try:
+            await self.room.watch()
+        finally:
+            self.room.close()
 
     def close_unpaired(self) -> int:
         """At shutdown: end every connection that is not relaying; how many there were."""
-        unpaired = [c for c in self.connections if c.machine.state is not State.RELAYING]
+        now = time.time()
+        for conn, sock in self.room.unpark_all():
+            self.book.ended(self.rendezvous.lost(conn, now))
+            sock.close()
+            self.book.closed(conn)
+        unpaired = [c for c in self.book.connections if c.machine.state is not State.RELAYING]
         for conn in unpaired:
             conn.scope.cancel()
         return len(unpaired)
 
     async def serve_tcp(self, stream: trio.SocketStream) -> None:
-        await self._serve("tcp", _TcpWatch(stream))
+        await self._serve(stream, "tcp", _TcpWatch(stream))
 
     async def serve_websocket(self, stream: trio.SocketStream) -> None:
         async with trio.open_nursery() as nursery:  # trio-websocket's reader task
             try:
-                await self._serve("websocket", _WebSocketWatch(stream, nursery))
+                await self._serve(stream, "websocket", _WebSocketWatch(stream, nursery))
             finally:
                 nursery.cancel_scope.cancel()
 
-    async def _serve(self, kind: str, watch: _TcpWatch | _WebSocketWatch) -> None:
-        conn = Connection(Machine(time.time(), self.blur_seconds))
-        self.connections.add(conn)
-        if self.all_closed.is_set():
-            self.all_closed = trio.Event()
+    async def _serve(self, stream: trio.SocketStream, kind: str,
+                     watch: _TcpWatch | _WebSocketWatch) -> None:
+        ip = self.book.admission.admit(stream)
+        if ip is None:
+            return
+        conn = Connection(Machine(time.time(), self.blur_seconds), ip)
+        self.book.opened(conn)
         self.metrics.connections[kind].inc()
+        parked = False
         try:
-            await self._run(conn, watch)
+            parked = await self._run(conn, watch)
         except Exception:
             log.exception("connection handler failed")
         finally:
-            self._ended(self.rendezvous.lost(conn, time.time()))
-            self.connections.discard(conn)
-            if not self.connections:
-                self.all_closed.set()
+            if not parked:  # a parked connection is the waiting room's, then its partner's
+                self.book.ended(self.rendezvous.lost(conn, time.time()))
+                self.book.closed(conn)
 
-    async def _run(self, conn: Connection, watch: _TcpWatch | _WebSocketWatch) -> None:
+    async def _run(self, conn: Connection, watch: _TcpWatch | _WebSocketWatch) -> bool:
+        """Serve until the connection ends; True if it was parked instead."""
         result: Result | None = None
         sent = False  # bytes arrived while waiting
-        with conn.scope:
-            conn.scope.relative_deadline = self.handshake_timeout
-            result = await watch.handshake()
-            if isinstance(result, Accepted | Rejected):
-                conn.endpoint = watch.endpoint()
-            if isinstance(result, Accepted):
-                self._arrive(conn, result)
-                if conn.machine.state is State.WAITING:
-                    conn.scope.deadline = trio.current_time() + self.lonely_timeout
-                    sent, conn.pending = await watch.wait(conn.machine)
+        first: Connection | None = None  # the waiting partner, if this one paired
+        try:
+            with conn.scope:
+                conn.scope.relative_deadline = self.handshake_timeout
+                result = await watch.handshake()
+                if isinstance(result, Accepted | Rejected):
+                    conn.endpoint = watch.endpoint()
+                if isinstance(result, Accepted):
+                    first = self._arrive(conn, result)
+                    if conn.machine.state is State.WAITING:
+                        if isinstance(watch, _TcpWatch):
+                            conn.endpoint = None  # the stream's; a new one when it pairs
+                            self.room.park(conn, watch.detach())
+                            return True
+                        conn.released, conn.pair_done = trio.Event(), trio.Event()
+                        conn.scope.deadline = trio.current_time() + self.lonely_timeout
+                        sent, conn.pending = await watch.wait()
+        finally:
+            if conn.released is not None:
+                conn.released.set()
+        self._handshake_or_wait_ended(conn, result, sent=sent)
+        if first is not None:
+            await run_pair(self.book, self.metrics, first, conn, use_splice=self.use_splice)
+        elif conn.pair_done is not None and conn.machine.state is State.RELAYING:
+            await conn.pair_done.wait()  # the partner's task relays; keep our socket open
+        elif conn.machine.state is State.DONE and conn.endpoint is not None:
+            await _farewell(conn.endpoint, FAREWELLS.get(conn.machine.mood))
+        # otherwise (silence, a partial or overlong line) serve_listeners just closes it
+        return False
+
+    def _handshake_or_wait_ended(self, conn: Connection, result: Result | None, *,
+                                 sent: bool) -> None:
+        """The input for how the handshake or the wait ended, if nothing decided it yet."""
         machine, now = conn.machine, time.time()
         if machine.state is State.HANDSHAKING:
             if isinstance(result, Rejected):
-                self._ended(machine.handshake_bad(now))
+                self.book.ended(machine.handshake_bad(now))
             elif isinstance(result, Overlong):
-                self._ended(machine.handshake_overlong(now))
+                self.book.ended(machine.handshake_overlong(now))
             elif _timed_out(conn.scope):
-                self._timeout(conn, now)
+                self.book.timeout(conn, now)
         elif machine.state is State.WAITING:
             if sent:
-                self._ended(self.rendezvous.early_data(conn, now))
+                self.book.ended(self.rendezvous.early_data(conn, now))
             elif _timed_out(conn.scope):
-                self._timeout(conn, now)
+                self.book.timeout(conn, now)
             else:
-                self._ended(self.rendezvous.lost(conn, now))
-        if machine.state is State.RELAYING:
-            await self._relaying(conn)
-        elif machine.state is State.DONE and conn.endpoint is not None:
-            await _farewell(conn.endpoint, FAREWELLS.get(machine.mood))
-        # otherwise (silence, a partial or overlong line) serve_listeners just closes it
+                self.book.ended(self.rendezvous.lost(conn, now))
 
-    def _arrive(self, conn: Connection, accepted: Accepted) -> None:
+    def _arrive(self, conn: Connection, accepted: Accepted) -> Connection | None:
+        """A valid handshake; the partner that was waiting, if it paired."""
         outcome = self.rendezvous.arrive(conn, accepted.handshake, time.time(),
                                          early=bool(accepted.rest))
-        if isinstance(outcome, Pair):
-            for waiter, ended in outcome.redundant:
-                self._ended(ended)
-                waiter.scope.cancel()
-            first = outcome.first
-            first.partner = conn
-            conn.pending = accepted.rest
-            conn.pair_done = trio.Event()
-            first.scope.cancel()  # wake it: the first side runs the pair
-        elif not isinstance(outcome, Wait):
-            self._ended(outcome)
-        self._count_waiting()
+        self.book.count_waiting()
+        if isinstance(outcome, Wait):
+            return None
+        if not isinstance(outcome, Pair):
+            self.book.ended(outcome)
+            return None
+        for waiter, ended in outcome.redundant:
+            self.book.ended(ended)
+            self._wake(waiter, None)
+        conn.pending = accepted.rest
+        self._wake(outcome.first, OK)
+        return outcome.first
 
-    def _timeout(self, conn: Connection, now: float) -> None:
-        self.stats.timeouts[TIMEOUT_PHASES[conn.machine.state]] += 1
-        self._ended(self.rendezvous.timeout(conn, now))
+    def _wake(self, waiter: Connection, paired: bytes | None) -> None:
+        """A waiter's wait is over: paired (`paired` is not None) or redundant."""
+        sock = self.room.unpark(waiter)
+        if sock is None:
+            waiter.scope.cancel()  # its task sees the new state
+        elif paired is not None:
+            waiter.endpoint = StreamEndpoint(_stream(sock))
+        else:
+            self._bye(waiter, sock, None)
 
-    async def _relaying(self, conn: Connection) -> None:
-        if conn.partner is None:
-            assert conn.pair_done is not None
-            await conn.pair_done.wait()  # the first side's task relays; keep our stream open
-            return
-        await self._run_pair(conn, conn.partner)
+    # -- parked connections (called by the waiting room) -------------------------------------
 
-    async def _run_pair(self, first: Connection, second: Connection) -> None:
-        """`first` waited, `second` just arrived: `ok` to both, then relay until one leaves."""
-        assert first.endpoint is not None and second.endpoint is not None
-        a, b = first.endpoint, second.endpoint
-        stats = PairStats()
-        self.stats.pairs.add(stats)
-        paired = time.time()
-        self.metrics.waiting.observe(max(second.machine.started - first.machine.started, 0.0))
+    def _parked_readable(self, conn: Connection, sock: socket.socket) -> None:
         try:
-            await b.send(OK)
-            await a.send(OK)
-            for data, to in ((first.pending, b), (second.pending, a)):
-                if data:
-                    stats.total_bytes += len(data)
-                    await to.send(data)
-            await relay(a, b, stats, use_splice=self.use_splice)
-        except Lost:
-            pass
-        finally:
-            now = time.time()
-            self.stats.pairs.discard(stats)
-            self.stats.finished_bytes += stats.total_bytes
-            self.metrics.pair_duration.observe(max(now - paired, 0.0))
-            self._ended(self.rendezvous.lost(first, now, stats.total_bytes))
-            self._ended(self.rendezvous.lost(second, now, stats.total_bytes))
-            with trio.CancelScope(shield=True):
-                async with trio.open_nursery() as closing:
-                    closing.start_soon(a.close)
-                    closing.start_soon(b.close)
-            assert second.pair_done is not None
-            second.pair_done.set()
-
-    def _ended(self, ended: Ended | None) -> None:
-        """Count and record an outcome the state machine decided."""
-        if ended is None:
+            sent = bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except BlockingIOError:
+            self.room.park(conn, sock)  # nothing after all
             return
-        if ended.usage is not None:
-            self.stats.moods[ended.mood] += 1
-            self.record(ended.usage)
-        self._count_waiting()
+        except OSError:
+            sent = False
+        now = time.time()
+        if sent:
+            self.book.ended(self.rendezvous.early_data(conn, now))
+            self._bye(conn, sock, IMPATIENT)
+        else:
+            self.book.ended(self.rendezvous.lost(conn, now))
+            sock.close()  # the client has gone: nothing to flush
+            self.book.closed(conn)
 
-    def _count_waiting(self) -> None:
-        self.stats.waiting_sides = self.rendezvous.waiting_connections
-        self.stats.waiting_tokens = self.rendezvous.waiting_tokens
+    def _parked_timeout(self, conn: Connection, sock: socket.socket) -> None:
+        self.book.timeout(conn, time.time())
+        self._bye(conn, sock, None)
+
+    def _bye(self, conn: Connection, sock: socket.socket, message: bytes | None) -> None:
+        """A parked connection's graceful end, in a task of its own (rare)."""
+        assert self._nursery is not None
+        self._nursery.start_soon(self._parked_farewell, conn, sock, message)
+
+    async def _parked_farewell(self, conn: Connection, sock: socket.socket,
+                               message: bytes | None) -> None:
+        try:
+            await _farewell(StreamEndpoint(_stream(sock)), message)
+        finally:
+            self.book.closed(conn)
 
 
 def _timed_out(scope: trio.CancelScope) -> bool:
     return scope.cancelled_caught and trio.current_time() >= scope.deadline
+
+
+def _stream(sock: socket.socket) -> trio.SocketStream:
+    return trio.SocketStream(trio.socket.from_stdlib_socket(sock))
 
 
 async def _farewell(endpoint: Endpoint, message: bytes | None) -> None:
@@ -266,16 +277,9 @@ class _TcpWatch:
     def endpoint(self) -> Endpoint:
         return StreamEndpoint(self.stream)
 
-    async def wait(self, machine: Machine) -> tuple[bool, bytes]:
-        """Until the client sends (True) or leaves (False); consumes nothing."""
-        sock = self.stream.socket
-        await trio.lowlevel.wait_readable(sock)
-        if machine.state is not State.WAITING:
-            return False, b""  # paired meanwhile: what it sent is relayed
-        try:
-            return bool(await sock.recv(1, socket.MSG_PEEK)), b""
-        except OSError:
-            return False, b""
+    def detach(self) -> socket.socket:
+        """The socket, no longer the stream's (closing the stream leaves it open)."""
+        return socket.socket(fileno=self.stream.socket.detach())
 
 
 class _WebSocketWatch:
@@ -305,7 +309,7 @@ class _WebSocketWatch:
         assert self.ws is not None
         return WebSocketEndpoint(self.ws)
 
-    async def wait(self, machine: Machine) -> tuple[bool, bytes]:
+    async def wait(self) -> tuple[bool, bytes]:
         """Until a message (True; its bytes are relayed if a partner came meanwhile)."""
         assert self.ws is not None
         try:

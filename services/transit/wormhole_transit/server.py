@@ -15,6 +15,7 @@ from wormhole_common.observability import MetricsEndpoint
 
 from wormhole_transit.admission import Admission, Handler
 from wormhole_transit.connection import ConnectionHandler
+from wormhole_transit.ledger import Ledger
 from wormhole_transit.metrics import TransitMetrics
 from wormhole_transit.relay import HAS_SPLICE
 from wormhole_transit.rendezvous import Rendezvous
@@ -47,8 +48,9 @@ class TransitServer:
         self.endpoint = MetricsEndpoint(self.metrics.registry, ready=self._ready)
         self.admission = Admission(self.stats, max_connections=settings.max_connections,
                                    max_connections_per_ip=settings.max_connections_per_ip)
+        self.book = Ledger(Rendezvous(), self.admission, self.stats, recorder.record)
         self.handler = ConnectionHandler(
-            Rendezvous(), self.stats, self.metrics, recorder.record,
+            self.book, self.metrics,
             handshake_timeout=settings.handshake_timeout_seconds,
             lonely_timeout=settings.lonely_timeout_seconds,
             blur_seconds=settings.blur_usage_seconds, use_splice=use_splice)
@@ -96,6 +98,7 @@ class TransitServer:
             background.start_soon(self.recorder.run)
             background.start_soon(self._current_loop)
             async with trio.open_nursery() as handlers:
+                handlers.start_soon(self.handler.watch_waiting, handlers)
                 async with trio.open_nursery() as acceptors:
                     lanes: list[tuple[Handler, list[trio.SocketListener]]] = [
                         (self.handler.serve_tcp, listeners),
@@ -119,9 +122,9 @@ class TransitServer:
         unpaired = self.handler.close_unpaired()
         log.info("stopping: closed %d unpaired connections, waiting up to %ss for %d pairs",
                  unpaired, self.settings.shutdown_grace_seconds, len(self.stats.pairs))
-        if self.handler.connections:
+        if self.book.connections:
             with trio.move_on_after(self.settings.shutdown_grace_seconds):
-                await self.handler.all_closed.wait()
+                await self.book.all_closed.wait()
         handlers.cancel_scope.cancel()
 
     async def _current_loop(self) -> None:
