@@ -9,7 +9,7 @@ import trio
 from wormhole_transit.handshake import OK
 from wormhole_transit.ledger import Connection, Ledger
 from wormhole_transit.metrics import TransitMetrics
-from wormhole_transit.relay import Lost, PairStats, relay
+from wormhole_transit.relay import Endpoint, Lost, PairStats, StreamEndpoint, close_streams, relay
 
 
 async def run_pair(book: Ledger, metrics: TransitMetrics, first: Connection,
@@ -41,11 +41,19 @@ async def run_pair(book: Ledger, metrics: TransitMetrics, first: Connection,
         metrics.pair_duration.observe(max(now - paired, 0.0))
         book.ended(book.rendezvous.lost(first, now, stats.total_bytes))
         book.ended(book.rendezvous.lost(second, now, stats.total_bytes))
-        with trio.CancelScope(shield=True):
-            async with trio.open_nursery() as closing:
-                closing.start_soon(a.close)
-                closing.start_soon(b.close)
+        await _close_both(a, b)
         if first.pair_done is not None:
             first.pair_done.set()  # its task closes it
         else:
             book.closed(first)  # it was parked: it has no task
+
+
+async def _close_both(a: Endpoint, b: Endpoint) -> None:
+    """Both at once, so one slow peer does not hold up the other's close."""
+    if isinstance(a, StreamEndpoint) and isinstance(b, StreamEndpoint):
+        await close_streams([a, b])  # FIN to both first: no task needed
+        return
+    with trio.CancelScope(shield=True):
+        async with trio.open_nursery() as closing:
+            closing.start_soon(a.close)
+            closing.start_soon(b.close)

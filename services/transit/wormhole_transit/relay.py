@@ -1,9 +1,10 @@
 """Moving bytes between the two halves of a pair, with bounded buffers.
 
-TCP-TCP pairs on Linux use splice(2) through a pipe: bytes go socket -> pipe -> socket inside
-the kernel, so the relay never copies payload and at most one pipe's worth (`PIPE_SIZE`) is
-held per direction. Every other combination (WebSocket halves, or a kernel without splice)
-uses a copy loop holding at most one received chunk per direction. Either way a stalled
+TCP-TCP pairs on Linux use splice(2) through a pipe once a direction carries bulk data: bytes
+go socket -> pipe -> socket inside the kernel, so the relay never copies payload and at most
+one pipe's worth (`PIPE_SIZE`) is held per direction. Every other combination (WebSocket
+halves, or a kernel without splice) uses a copy loop holding at most one received chunk per
+direction. Either way a stalled
 reader stops the relay reading from the sender: that is the back-pressure.
 """
 
@@ -67,17 +68,30 @@ class StreamEndpoint:
             raise Lost(str(exc)) from exc
 
     async def close(self) -> None:
-        # EOF after what is queued, then read until the peer's EOF: closing a socket with
-        # unread input sends RST, which can destroy data still on its way to the peer.
-        with trio.CancelScope(shield=True):
-            try:
-                await self.stream.send_eof()
-                with trio.move_on_after(LINGER_SECONDS):
-                    while await self.stream.receive_some(CHUNK):
-                        pass
-            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+        await close_streams([self])
+
+    async def drain(self) -> None:
+        """Read and drop until the peer's EOF (or an error)."""
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError,
+                                 trio.BusyResourceError):
+            while await self.stream.receive_some(CHUNK):
                 pass
-            await trio.aclose_forcefully(self.stream)
+
+
+async def close_streams(endpoints: list[StreamEndpoint]) -> None:
+    """Flush and FIN each one, then read until each peer's FIN within one linger period,
+    then close: closing a socket with unread input sends RST, which can destroy data still
+    on its way to the peer. Never raises; shielded from cancellation."""
+    with trio.CancelScope(shield=True):
+        for endpoint in endpoints:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError,
+                                     trio.BusyResourceError):
+                await endpoint.stream.send_eof()
+        with trio.move_on_after(LINGER_SECONDS):
+            for endpoint in endpoints:
+                await endpoint.drain()
+        for endpoint in endpoints:
+            await trio.aclose_forcefully(endpoint.stream)
 
 
 class WebSocketEndpoint:
@@ -121,7 +135,9 @@ class PairStats:
 Ended = Literal["source", "destination"]  # which side of a direction went away
 
 
-async def _copy(src: Endpoint, dst: Endpoint, stats: PairStats) -> Ended:
+async def _copy(src: Endpoint, dst: Endpoint, stats: PairStats, *,
+                bulk_stops: bool = False) -> Ended | None:
+    """Copy chunks until a side ends; with `bulk_stops`, None after the first full chunk."""
     while True:
         try:
             data = await src.receive()
@@ -137,6 +153,8 @@ async def _copy(src: Endpoint, dst: Endpoint, stats: PairStats) -> Ended:
             return "destination"
         finally:
             stats.buffered -= len(data)
+        if bulk_stops and len(data) == CHUNK:
+            return None
 
 
 class _SpliceUnsupported(Exception):
@@ -188,14 +206,19 @@ async def _splice(
 
 
 async def _direction(src: Endpoint, dst: Endpoint, stats: PairStats, use_splice: bool) -> Ended:
+    """Copy, and move to splice(2) once a full chunk shows a bulk transfer: a short exchange
+    never pays for the two pipes."""
     if (use_splice and isinstance(src, StreamEndpoint) and isinstance(dst, StreamEndpoint)
             and isinstance(src.stream, trio.SocketStream)
             and isinstance(dst.stream, trio.SocketStream)):
+        ended = await _copy(src, dst, stats, bulk_stops=True)
+        if ended is not None:
+            return ended
         try:
             return await _splice(src.stream.socket, dst.stream.socket, stats)
         except _SpliceUnsupported:
             pass
-    return await _copy(src, dst, stats)
+    return await _copy(src, dst, stats) or "source"  # None only with bulk_stops
 
 
 async def relay(
@@ -213,5 +236,5 @@ async def relay(
             if await _direction(src, dst, stats, use_splice) == "source":
                 nursery.cancel_scope.cancel()
 
-        nursery.start_soon(run, a, b)
         nursery.start_soon(run, b, a)
+        await run(a, b)

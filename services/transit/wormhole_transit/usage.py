@@ -37,13 +37,14 @@ class Current:
 
 
 def insert_usage(conn: psycopg.Connection, records: list[Usage]) -> None:
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO transit_usage (started, total_time, waiting_time, total_bytes, result)"
-            " VALUES (%s, %s, %s, %s, %s)",
-            [(r.started, r.total_time, r.waiting_time, r.total_bytes, str(r.mood))
-             for r in records],
-        )
+    """One COPY per batch: far less work for both sides than one INSERT per record."""
+    with conn.cursor() as cur, cur.copy(
+        "COPY transit_usage (started, total_time, waiting_time, total_bytes, result)"
+        " FROM STDIN"
+    ) as copy:
+        for r in records:
+            copy.write_row((r.started, r.total_time, r.waiting_time, r.total_bytes,
+                            str(r.mood)))
 
 
 def write_current(conn: psycopg.Connection, server_id: str, current: Current) -> None:

@@ -39,10 +39,11 @@ class WaitingRoom(Generic[C]):
         """Watch `sock` (a detached, non-blocking socket) for bytes, its end, or the timer."""
         fd = sock.fileno()
         self._epoll.register(fd, select.EPOLLIN | select.EPOLLRDHUP)
-        self._parked[fd] = (conn, sock, trio.current_time() + self.lonely_timeout)
+        deadline = trio.current_time() + self.lonely_timeout
+        self._parked[fd] = (conn, sock, deadline)
         self._fd_of[conn] = fd
         if len(self._parked) == 1:
-            self._sleep.cancel()  # the watcher slept without a deadline
+            self._sleep.deadline = deadline  # it slept without one; no need to wake it
 
     def unpark(self, conn: C) -> socket.socket | None:
         """Take a parked connection back (its partner came); None if it is not parked."""
