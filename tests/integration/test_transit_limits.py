@@ -15,6 +15,7 @@ from tests.support.transit import (
     pair_tcp,
     receive_all,
     receive_exactly,
+    request_stop,
     running_transit,
     side,
     token,
@@ -164,3 +165,21 @@ async def test_relaying_continues_while_the_database_is_down(database_url: str) 
                 rows = await usage_rows(server, database_url)
                 assert [(r[3], r[4]) for r in rows] == [(4, "happy")] * 3
             nursery.cancel_scope.cancel()
+
+
+async def test_stopping_closes_waiters_at_once_and_lets_pairs_finish(database_url: str) -> None:
+    with trio.fail_after(LIMIT):
+        async with running_transit(database_url, shutdown_grace_seconds=5) as server:
+            waiter = await connect(server)
+            await waiter.send_all(line(token(), side()))
+            await wait_for(lambda: server.stats.waiting_sides == 1)
+            a, b = await pair_tcp(server)
+            request_stop(server)
+            assert await receive_all(waiter) == b""
+            await a.send_all(b"after stop")
+            assert await receive_exactly(b, 10) == b"after stop"
+            await a.aclose()
+            assert await receive_all(b) == b""
+            await wait_moods(server, 2)
+            rows = await usage_rows(server, database_url)
+    assert sorted((r[3], r[4]) for r in rows) == [(0, "lonely"), (10, "happy")]

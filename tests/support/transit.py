@@ -49,10 +49,10 @@ async def running_transit(database_url: str | None = None, *, retry_max_seconds:
     db = Database(database_url, size=2, connect_timeout_s=2) if database_url else None
     recorder = UsageRecorder(db, queue_size=settings.usage_queue_size, log_json=False,
                              retry_max_seconds=retry_max_seconds)
-    stop = trio.Event()
+    relay = TransitServer(settings, recorder, use_splice=use_splice)
+    stop = _stops[relay] = trio.Event()
     try:
         async with trio.open_nursery() as nursery:
-            relay = TransitServer(settings, recorder, use_splice=use_splice)
             server: TransitServer = await nursery.start(_serve, relay, stop)
             try:
                 yield server
@@ -61,6 +61,7 @@ async def running_transit(database_url: str | None = None, *, retry_max_seconds:
                     await trio.aclose_forcefully(stream)
                 stop.set()
     finally:
+        del _stops[relay]
         if db is not None:
             db.close()
 
@@ -70,6 +71,12 @@ async def _serve(server: TransitServer, stop: trio.Event, task_status: Any) -> N
 
 
 _clients: dict[TransitServer, list[trio.SocketStream]] = {}
+_stops: dict[TransitServer, trio.Event] = {}
+
+
+def request_stop(server: TransitServer) -> None:
+    """What SIGTERM does: stop accepting, close waiters, give pairs the grace period."""
+    _stops[server].set()
 
 
 async def connect(server: TransitServer) -> trio.SocketStream:

@@ -84,14 +84,15 @@ class ConnectionHandler:
     def close_unpaired(self) -> int:
         """At shutdown: end every connection that is not relaying; how many there were."""
         now = time.time()
-        for conn, sock in self.room.unpark_all():
+        parked = self.room.unpark_all()
+        for conn, sock in parked:
             self.book.ended(self.rendezvous.lost(conn, now))
             sock.close()
             self.book.closed(conn)
         unpaired = [c for c in self.book.connections if c.machine.state is not State.RELAYING]
         for conn in unpaired:
             conn.scope.cancel()
-        return len(unpaired)
+        return len(parked) + len(unpaired)
 
     async def serve_tcp(self, stream: trio.SocketStream) -> None:
         await self._serve(stream, "tcp", _TcpWatch(stream))

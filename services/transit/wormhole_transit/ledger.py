@@ -60,8 +60,9 @@ class Ledger:
         self.count_waiting()
 
     def timeout(self, conn: Connection, now: float) -> None:
-        self.stats.timeouts[TIMEOUT_PHASES[conn.machine.state]] += 1
-        self.ended(self.rendezvous.timeout(conn, now))
+        ended = self.rendezvous.timeout(conn, now)
+        self.stats.timeouts[TIMEOUT_PHASES[ended.left]] += 1
+        self.ended(ended)
 
     def count_waiting(self) -> None:
         self.stats.waiting_sides = self.rendezvous.waiting_connections

@@ -32,9 +32,6 @@ class WaitingRoom(Generic[C]):
         self._fd_of: dict[C, int] = {}
         self._sleep = trio.CancelScope()
 
-    def __len__(self) -> int:
-        return len(self._parked)
-
     def park(self, conn: C, sock: socket.socket) -> None:
         """Watch `sock` (a detached, non-blocking socket) for bytes, its end, or the timer."""
         fd = sock.fileno()
