@@ -22,7 +22,6 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_st
 from wormhole_transit.handshake import (
     BAD_HANDSHAKE,
     IMPATIENT,
-    OK,
     Accepted,
     HandshakeParser,
     NeedMore,
@@ -63,7 +62,6 @@ class ConnectionHandler:
     ) -> None:
         self.book = book
         self.rendezvous = book.rendezvous
-        self.stats = book.stats
         self.metrics = metrics
         self.handshake_timeout = handshake_timeout
         self.lonely_timeout = lonely_timeout
@@ -187,17 +185,17 @@ class ConnectionHandler:
             return None
         for waiter, ended in outcome.redundant:
             self.book.ended(ended)
-            self._wake(waiter, None)
+            self._wake(waiter, paired=False)
         conn.pending = accepted.rest
-        self._wake(outcome.first, OK)
+        self._wake(outcome.first, paired=True)
         return outcome.first
 
-    def _wake(self, waiter: Connection, paired: bytes | None) -> None:
-        """A waiter's wait is over: paired (`paired` is not None) or redundant."""
+    def _wake(self, waiter: Connection, *, paired: bool) -> None:
+        """A waiter's wait is over: paired, or redundant."""
         sock = self.room.unpark(waiter)
         if sock is None:
             waiter.scope.cancel()  # its task sees the new state
-        elif paired is not None:
+        elif paired:
             waiter.endpoint = StreamEndpoint(_stream(sock))
         else:
             self._bye(waiter, sock, None)
