@@ -14,6 +14,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import socket
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -84,14 +85,22 @@ async def close_streams(endpoints: list[StreamEndpoint]) -> None:
     on its way to the peer. Never raises; shielded from cancellation."""
     with trio.CancelScope(shield=True):
         for endpoint in endpoints:
+            stream = endpoint.stream
+            if isinstance(stream, trio.SocketStream):  # FIN at once: no need to yield
+                with contextlib.suppress(OSError):
+                    stream.socket.shutdown(socket.SHUT_WR)
+                continue
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError,
                                      trio.BusyResourceError):
-                await endpoint.stream.send_eof()
+                await stream.send_eof()
         with trio.move_on_after(LINGER_SECONDS):
             for endpoint in endpoints:
                 await endpoint.drain()
         for endpoint in endpoints:
-            await trio.aclose_forcefully(endpoint.stream)
+            if isinstance(endpoint.stream, trio.SocketStream):
+                endpoint.stream.socket.close()
+            else:
+                await trio.aclose_forcefully(endpoint.stream)
 
 
 class WebSocketEndpoint:
