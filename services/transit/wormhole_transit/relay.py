@@ -146,7 +146,8 @@ Ended = Literal["source", "destination"]  # which side of a direction went away
 
 async def _copy(src: Endpoint, dst: Endpoint, stats: PairStats, *,
                 bulk_stops: bool = False) -> Ended | None:
-    """Copy chunks until a side ends; with `bulk_stops`, None after the first full chunk."""
+    """Copy chunks until a side ends; with `bulk_stops`, None once CHUNK bytes have passed."""
+    copied = 0
     while True:
         try:
             data = await src.receive()
@@ -162,7 +163,8 @@ async def _copy(src: Endpoint, dst: Endpoint, stats: PairStats, *,
             return "destination"
         finally:
             stats.buffered -= len(data)
-        if bulk_stops and len(data) == CHUNK:
+        copied += len(data)
+        if bulk_stops and copied >= CHUNK:
             return None
 
 
@@ -215,7 +217,7 @@ async def _splice(
 
 
 async def _direction(src: Endpoint, dst: Endpoint, stats: PairStats, use_splice: bool) -> Ended:
-    """Copy, and move to splice(2) once a full chunk shows a bulk transfer: a short exchange
+    """Copy, and move to splice(2) once CHUNK bytes show a bulk transfer: a short exchange
     never pays for the two pipes."""
     if (use_splice and isinstance(src, StreamEndpoint) and isinstance(dst, StreamEndpoint)
             and isinstance(src.stream, trio.SocketStream)
