@@ -4,7 +4,8 @@ A waiting connection often waits for minutes (the Go sender connects before its 
 the offer), and a relay may hold tens of thousands, so each must be cheap: it is detached from
 its trio stream and its socket is watched, with all the others, through one epoll object by one
 task. Readable means the client sent bytes (impatient) or left (lonely). The lonely timer is
-the same for every connection, so parking order is deadline order.
+the same for every connection, so parking order is deadline order. Linux only (epoll), like
+the relay's splice path and its deployment.
 """
 
 from __future__ import annotations
