@@ -1,7 +1,7 @@
 """The trio shell of one connection: read the handshake, wait for a partner, run the pair.
 
 A connection has one task while it sends its handshake. A TCP connection that must wait for
-its partner then gives up its task: it is parked in the `WaitingRoom` (one epoll, one task for
+its partner then gives up its task: it is parked in the `WaitingRoom` (one selector, one task for
 all waiting connections). The partner's task takes it back and runs the pair. A WebSocket
 connection keeps its task while waiting (trio-websocket reads in a task of its own anyway); the
 partner wakes it by cancelling its scope and relays once it has let go of its socket. Every

@@ -1,17 +1,17 @@
-"""TCP connections waiting for a partner, parked without a task: one epoll for all of them.
+"""TCP connections waiting for a partner, parked without a task: one selector for all of them.
 
 A waiting connection often waits for minutes (the Go sender connects before its user accepts
 the offer), and a relay may hold tens of thousands, so each must be cheap: it is detached from
-its trio stream and its socket is watched, with all the others, through one epoll object by one
-task. Readable means the client sent bytes (impatient) or left (lonely). The lonely timer is
-the same for every connection, so parking order is deadline order. Linux only (epoll), like
-the relay's splice path and its deployment.
+its trio stream and its socket is watched, with all the others, through one kernel selector
+(epoll on Linux, kqueue on macOS and the BSDs: `selectors.DefaultSelector`, whose own
+descriptor trio waits on) by one task. Readable means the client sent bytes (impatient) or left
+(lonely). The lonely timer is the same for every connection, so parking order is deadline order.
 """
 
 from __future__ import annotations
 
 import math
-import select
+import selectors
 import socket
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -28,7 +28,7 @@ class WaitingRoom(Generic[C]):
         self.lonely_timeout = lonely_timeout
         self.on_readable = on_readable
         self.on_timeout = on_timeout
-        self._epoll = select.epoll()
+        self._selector = selectors.DefaultSelector()
         self._parked: dict[int, tuple[C, socket.socket, float]] = {}  # by fd, oldest first
         self._fd_of: dict[C, int] = {}
         self._sleep = trio.CancelScope()
@@ -36,7 +36,7 @@ class WaitingRoom(Generic[C]):
     def park(self, conn: C, sock: socket.socket) -> None:
         """Watch `sock` (a detached, non-blocking socket) for bytes, its end, or the timer."""
         fd = sock.fileno()
-        self._epoll.register(fd, select.EPOLLIN | select.EPOLLRDHUP)
+        self._selector.register(fd, selectors.EVENT_READ)  # bytes or the end of the stream
         deadline = trio.current_time() + self.lonely_timeout
         self._parked[fd] = (conn, sock, deadline)
         self._fd_of[conn] = fd
@@ -49,7 +49,7 @@ class WaitingRoom(Generic[C]):
         if fd is None:
             return None
         _conn, sock, _deadline = self._parked.pop(fd)
-        self._epoll.unregister(fd)
+        self._selector.unregister(fd)
         return sock
 
     def unpark_all(self) -> list[tuple[C, socket.socket]]:
@@ -66,9 +66,9 @@ class WaitingRoom(Generic[C]):
             if self._parked:
                 deadline = next(iter(self._parked.values()))[2]
             with trio.CancelScope(deadline=deadline) as self._sleep:
-                await trio.lowlevel.wait_readable(self._epoll.fileno())
-            for fd, _events in self._epoll.poll(0):
-                self._report(fd, self.on_readable)
+                await trio.lowlevel.wait_readable(self._selector.fileno())
+            for key, _events in self._selector.select(0):
+                self._report(key.fd, self.on_readable)
             now = trio.current_time()
             while self._parked:
                 fd, (_conn, _sock, expires) = next(iter(self._parked.items()))
@@ -77,7 +77,7 @@ class WaitingRoom(Generic[C]):
                 self._report(fd, self.on_timeout)
 
     def close(self) -> None:
-        self._epoll.close()
+        self._selector.close()
 
     def _report(self, fd: int, event: Event[C]) -> None:
         entry = self._parked.get(fd)
