@@ -3,6 +3,8 @@
 One run measures every server on the same machine with the same client:
   (i)   one pair, SIZE bytes one way in 256 KiB writes;
   (ii)  N concurrent pairs x M bytes one way each;
+  (i) and (ii) also run "direct": the same sender and receiver on one loopback connection
+        with no relay in between, the ceiling a relay is measured against;
   (iii) P pairs, K in flight, each handshake + ok + 1 byte + close, usage recording on
         (ours with PostgreSQL, the reference with --usage-db);
 and the RSS of ours (and the reference) holding many idle lonely connections.
@@ -40,6 +42,7 @@ from tests.support.postgres import TestCluster  # noqa: E402 - needs the reposit
 OURS = ROOT / ".venv" / "bin" / "wormhole-transit"
 TWIST = ROOT / "bench" / ".ref-venv-transit" / "bin" / "twist"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+DIRECT = -1  # the "port" of the direct lane: no relay, no server process
 MiB = 1 << 20
 
 
@@ -52,6 +55,8 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
+    if pid == DIRECT:
+        return 0.0
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
 
@@ -79,7 +84,17 @@ def recv_exactly(s: socket.socket, n: int) -> bytes:
     return data
 
 
+def open_direct_pair() -> tuple[socket.socket, socket.socket]:
+    """One loopback connection without a relay: the sender's end and the receiver's end."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        a = socket.create_connection(listener.getsockname())
+        b, _ = listener.accept()
+    return a, b
+
+
 def open_pair(port: int) -> tuple[socket.socket, socket.socket]:
+    if port == DIRECT:
+        return open_direct_pair()
     first, second = handshake()
     a = socket.create_connection(("127.0.0.1", port))
     a.sendall(first)
@@ -327,12 +342,16 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     parser.add_argument("--setups", type=int, default=2000, help="(iii) pairs (2000)")
     parser.add_argument("--in-flight", type=int, default=50, help="(iii) concurrency (50)")
     parser.add_argument("--idle", type=int, default=10_000, help="idle lonely connections (10000)")
+    parser.add_argument("--only", default="throughput,setup,idle",
+                        help="comma-separated parts to run: throughput (i, ii), setup (iii),"
+                        " idle (all by default)")
     parser.add_argument("--quick", action="store_true",
                         help="64 MiB, 20x2 MiB, 300 setups, 1000 idle")
     args = parser.parse_args()
     if args.serve_splice:
         serve_splice(args.serve_splice)
         return
+    want = set(args.only.split(","))
     if args.quick:
         args.one_mib, args.pairs, args.pair_mib, args.setups, args.idle = 64, 20, 2, 300, 1000
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -353,76 +372,105 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         if have_ref:
             servers.append(("reference", lambda p: (reference_cmd(p), None)))
         servers.append(("splice", lambda p: (splice_cmd(p), None)))
+        if "throughput" in want:
+            direct = results.setdefault("direct", {})
+            direct["i"] = workload_i(DIRECT, DIRECT, args.one_mib * MiB)
+            direct["ii"] = workload_ii(DIRECT, DIRECT, args.pairs, args.pair_mib * MiB)
         for name, make in servers:
+            if name == "splice" and not want & {"throughput", "setup"}:
+                continue
             port = free_port()
             cmd, env = make(port)
             with server(cmd, port, env) as proc:
                 r = results.setdefault(name, {})
-                r["i"] = workload_i(port, proc.pid, args.one_mib * MiB)
-                r["ii"] = workload_ii(port, proc.pid, args.pairs, args.pair_mib * MiB)
+                if "throughput" in want:
+                    r["i"] = workload_i(port, proc.pid, args.one_mib * MiB)
+                    r["ii"] = workload_ii(port, proc.pid, args.pairs, args.pair_mib * MiB)
                 if name == "splice":
-                    r["iii"] = workload_iii(port, proc.pid, args.setups, args.in_flight)
-                elif args.idle:
+                    if "setup" in want:
+                        r["iii"] = workload_iii(port, proc.pid, args.setups, args.in_flight)
+                elif args.idle and "idle" in want:
                     r["idle"] = idle_rss(port, proc.pid, args.idle)
-        # (iii) with usage recording on
-        port = free_port()
-        cmd, env = ours_cmd(port, cluster.url)
-        with server(cmd, port, env) as proc:
-            def committed() -> None:
-                with psycopg.connect(cluster.url, autocommit=True) as conn:
-                    while True:
-                        row = conn.execute("SELECT count(*) FROM transit_usage"
-                                           " WHERE result = 'happy'").fetchone()
-                        if row and row[0] >= args.setups:
-                            return
-                        time.sleep(0.02)
-            results["ours"]["iii"] = workload_iii(port, proc.pid, args.setups, args.in_flight,
-                                                  committed)
-        if have_ref:
-            with tempfile.TemporaryDirectory() as tmp:
-                port = free_port()
-                with server(reference_cmd(port, f"{tmp}/usage.sqlite"), port) as proc:
-                    results["reference"]["iii"] = workload_iii(port, proc.pid, args.setups,
-                                                               args.in_flight)
+        if "setup" in want:
+            setup_with_usage(results, args, cluster.url, have_ref)
     finally:
         cluster.stop()
     report(results, args)
 
 
+def setup_with_usage(results: dict[str, dict[str, dict[str, float]]],
+                     args: argparse.Namespace, database_url: str, have_ref: bool) -> None:
+    """(iii) with usage recording on: ours into PostgreSQL, the reference into SQLite."""
+    port = free_port()
+    cmd, env = ours_cmd(port, database_url)
+    with server(cmd, port, env) as proc:
+        def committed() -> None:
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                while True:
+                    row = conn.execute("SELECT count(*) FROM transit_usage"
+                                       " WHERE result = 'happy'").fetchone()
+                    if row and row[0] >= args.setups:
+                        return
+                    time.sleep(0.02)
+        results["ours"]["iii"] = workload_iii(port, proc.pid, args.setups, args.in_flight,
+                                              committed)
+    if have_ref:
+        with tempfile.TemporaryDirectory() as tmp:
+            port = free_port()
+            with server(reference_cmd(port, f"{tmp}/usage.sqlite"), port) as proc:
+                results["reference"]["iii"] = workload_iii(port, proc.pid, args.setups,
+                                                           args.in_flight)
+
+
 def report(results: dict[str, dict[str, dict[str, float]]], args: argparse.Namespace) -> None:
-    names = list(results)
+    names = [n for n in results if results[n]]
+    o = results["ours"]
+    if "i" in o:
+        throughput_report(results, names, args)
+    if "iii" in o:
+        print(f"(iii) {args.setups} pairs, {args.in_flight} in flight, handshake+ok+1 byte+close"
+              " (ours: PostgreSQL usage, rows committed; reference: --usage-db; splice: none)")
+        for n in names:
+            r = results[n].get("iii")
+            if r:
+                print(f"  {n:10} {r['pairs_per_s']:8.0f} pairs/s   p50 {r['p50_ms']:.1f} ms"
+                      f"  p99 {r['p99_ms']:.1f} ms"
+                      f"   server CPU {r['cpu_ms_per_pair']:.2f} ms/pair")
+        ref = results.get("reference", {}).get("iii")
+        if ref:
+            print(f"  ours / reference: {o['iii']['pairs_per_s'] / ref['pairs_per_s']:.2f}x"
+                  " pairs/s")
+    if "idle" in o:
+        print(f"idle: {args.idle} lonely connections (valid handshake, no partner)")
+        for n in names:
+            r = results[n].get("idle")
+            if r:
+                print(f"  {n:10} RSS {r['rss_before_MiB']:.1f} -> {r['rss_after_MiB']:.1f} MiB"
+                      f" ({r['KiB_per_conn']:.1f} KiB per waiting connection)")
+
+
+def throughput_report(results: dict[str, dict[str, dict[str, float]]], names: list[str],
+                      args: argparse.Namespace) -> None:
     print(f"\n(i) one pair, {args.one_mib} MiB one way")
     for n in names:
         r = results[n]["i"]
-        print(f"  {n:10} {r['MBps']:8.0f} MB/s   server CPU {r['cpu_per_GB']:.2f} s/GB")
+        cpu = f"   server CPU {r['cpu_per_GB']:.2f} s/GB" if n != "direct" else ""
+        print(f"  {n:10} {r['MBps']:8.0f} MB/s{cpu}")
     print(f"(ii) {args.pairs} pairs x {args.pair_mib} MiB concurrently")
     for n in names:
         r = results[n]["ii"]
-        print(f"  {n:10} {r['MBps']:8.0f} MB/s aggregate, per-pair median {r['per_pair_MBps']:.1f}"
-              f" MB/s   server CPU {r['cpu_per_GB']:.2f} s/GB")
-    print(f"(iii) {args.setups} pairs, {args.in_flight} in flight, handshake+ok+1 byte+close"
-          " (ours: PostgreSQL usage, rows committed; reference: --usage-db; splice: none)")
-    for n in names:
-        r = results[n].get("iii")
-        if r:
-            print(f"  {n:10} {r['pairs_per_s']:8.0f} pairs/s   p50 {r['p50_ms']:.1f} ms"
-                  f"  p99 {r['p99_ms']:.1f} ms   server CPU {r['cpu_ms_per_pair']:.2f} ms/pair")
-    print(f"idle: {args.idle} lonely connections")
-    for n in names:
-        r = results[n].get("idle")
-        if r:
-            print(f"  {n:10} RSS {r['rss_before_MiB']:.1f} -> {r['rss_after_MiB']:.1f} MiB"
-                  f" ({r['KiB_per_conn']:.1f} KiB per connection)")
-    if "reference" in results:
-        o, ref, sp = results["ours"], results["reference"], results.get("splice")
-        print("ratios (ours / reference):"
-              f" (i) {o['i']['MBps'] / ref['i']['MBps']:.2f}x MB/s,"
-              f" {o['i']['cpu_per_GB'] / ref['i']['cpu_per_GB']:.2f}x CPU/GB;"
-              f" (ii) {o['ii']['MBps'] / ref['ii']['MBps']:.2f}x MB/s;"
-              f" (iii) {o['iii']['pairs_per_s'] / ref['iii']['pairs_per_s']:.2f}x pairs/s")
-        if sp:
-            print(f"ours / splice ceiling: (i) {o['i']['MBps'] / sp['i']['MBps']:.2f}x,"
-                  f" (ii) {o['ii']['MBps'] / sp['ii']['MBps']:.2f}x")
+        cpu = f"   server CPU {r['cpu_per_GB']:.2f} s/GB" if n != "direct" else ""
+        print(f"  {n:10} {r['MBps']:8.0f} MB/s aggregate, per-pair median"
+              f" {r['per_pair_MBps']:.1f} MB/s{cpu}")
+    o, d = results["ours"], results["direct"]
+    print(f"ours / direct (no relay): (i) {o['i']['MBps'] / d['i']['MBps']:.2f}x,"
+          f" (ii) {o['ii']['MBps'] / d['ii']['MBps']:.2f}x")
+    for name in ("reference", "splice"):
+        other = results.get(name)
+        if other and "i" in other:
+            print(f"ours / {name}: (i) {o['i']['MBps'] / other['i']['MBps']:.2f}x MB/s,"
+                  f" {o['i']['cpu_per_GB'] / other['i']['cpu_per_GB']:.2f}x CPU/GB;"
+                  f" (ii) {o['ii']['MBps'] / other['ii']['MBps']:.2f}x MB/s")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from tests.support.transit import (
     pair_tcp,
     receive_all,
     receive_exactly,
+    request_stop,
     running_transit,
     side,
     token,
@@ -35,7 +36,7 @@ async def test_silent_connection_hits_the_handshake_timeout(database_url: str) -
             assert await receive_all(silent) == b""
             assert await receive_all(partial) == b""
             await wait_moods(server, 2)
-            assert server.timeouts["handshake"] == 2
+            assert server.stats.timeouts["handshake"] == 2
             assert [r[4] for r in await usage_rows(server, database_url)] == ["empty", "empty"]
 
 
@@ -46,8 +47,8 @@ async def test_lonely_timeout_closes_a_waiter(database_url: str) -> None:
             await s.send_all(line(token(), side()))
             assert await receive_all(s) == b""
             await wait_moods(server, 1)
-            assert server.timeouts["lonely"] == 1
-            assert server.table.waiting_tokens == 0
+            assert server.stats.timeouts["lonely"] == 1
+            assert server.stats.waiting_tokens == 0
             assert [r[4] for r in await usage_rows(server, database_url)] == ["lonely"]
 
 
@@ -66,12 +67,12 @@ async def test_per_ip_limit_refuses_with_a_clean_close() -> None:
             a, b = await pair_tcp(server)
             refused = await connect(server)
             assert await receive_all(refused) == b""
-            assert server.refused["max_connections_per_ip"] == 1
+            assert server.stats.refused["max_connections_per_ip"] == 1
             await a.send_all(b"unaffected")
             assert await receive_exactly(b, 10) == b"unaffected"
             await a.aclose()
             await b.aclose()
-            await wait_for(lambda: not server.connections)
+            await wait_for(lambda: not server.stats.connections_open)
             c, d = await pair_tcp(server)  # slots are given back
             await c.send_all(b"x")
             assert await receive_exactly(d, 1) == b"x"
@@ -82,11 +83,11 @@ async def test_total_limit_refuses() -> None:
         async with running_transit(max_connections=1) as server:
             first = await connect(server)
             await first.send_all(line(token(), side()))
-            await wait_for(lambda: server.table.waiting_connections == 1)
+            await wait_for(lambda: server.stats.waiting_sides == 1)
             second = await connect(server)
             assert await receive_all(second) == b""
-            assert server.refused["max_connections"] == 1
-            assert server.table.waiting_connections == 1
+            assert server.stats.refused["max_connections"] == 1
+            assert server.stats.waiting_sides == 1
 
 
 async def test_current_snapshot_is_committed(database_url: str) -> None:
@@ -164,3 +165,21 @@ async def test_relaying_continues_while_the_database_is_down(database_url: str) 
                 rows = await usage_rows(server, database_url)
                 assert [(r[3], r[4]) for r in rows] == [(4, "happy")] * 3
             nursery.cancel_scope.cancel()
+
+
+async def test_stopping_closes_waiters_at_once_and_lets_pairs_finish(database_url: str) -> None:
+    with trio.fail_after(LIMIT):
+        async with running_transit(database_url, shutdown_grace_seconds=5) as server:
+            waiter = await connect(server)
+            await waiter.send_all(line(token(), side()))
+            await wait_for(lambda: server.stats.waiting_sides == 1)
+            a, b = await pair_tcp(server)
+            request_stop(server)
+            assert await receive_all(waiter) == b""
+            await a.send_all(b"after stop")
+            assert await receive_exactly(b, 10) == b"after stop"
+            await a.aclose()
+            assert await receive_all(b) == b""
+            await wait_moods(server, 2)
+            rows = await usage_rows(server, database_url)
+    assert sorted((r[3], r[4]) for r in rows) == [(0, "lonely"), (10, "happy")]

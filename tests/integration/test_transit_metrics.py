@@ -43,7 +43,7 @@ async def test_a_transfer_moves_bytes_pairs_and_histograms() -> None:
             await a.aclose()
             await b.aclose()
             await wait_moods(server, 1)
-            await wait_for(lambda: not server.connections)
+            await wait_for(lambda: not server.stats.connections_open)
             page = await scrape(port(server))
     assert page.value(f"{P}_bytes_relayed_total") == 1000
     assert page.value(f"{P}_outcomes_total", mood="happy") == 1
@@ -59,11 +59,11 @@ async def test_a_bad_handshake_a_waiting_side_and_a_refusal_move_their_metrics()
         async with running_transit(metrics_port=free_port(), max_connections_per_ip=2) as server:
             bad = await connect(server)
             await bad.send_all(b"please relay nonsense\n")
-            assert b"bad handshake" in await receive_all(bad)
-            await wait_for(lambda: not server.connections)
+            assert await receive_all(bad) == b"bad handshake\n"
+            await wait_for(lambda: not server.stats.connections_open)
             waiting = await connect(server)
             await waiting.send_all(b"please relay " + b"ab" * 32 + b"\n")
-            await wait_for(lambda: server.table.waiting_connections == 1)
+            await wait_for(lambda: server.stats.waiting_sides == 1)
             page = await scrape(port(server))
             assert page.value(f"{P}_waiting_sides") == 1
             await connect(server)

@@ -51,7 +51,7 @@ async def test_legacy_pairs_with_sided_and_legacy(database_url: str) -> None:
                 tok = token()
                 a = await connect(server)
                 await a.send_all(line(tok, first))
-                await wait_for(lambda: server.table.waiting_connections == 1)
+                await wait_for(lambda: server.stats.waiting_sides == 1)
                 b = await connect(server)
                 await b.send_all(line(tok, second))
                 assert await receive_exactly(a, 3) == b"ok\n"
@@ -70,7 +70,7 @@ async def test_same_side_waits_third_pairs_with_one_other_is_redundant(database_
             second = await connect(server)
             await first.send_all(line(tok, same))
             await second.send_all(line(tok, same))
-            await wait_for(lambda: server.table.waiting_connections == 2)
+            await wait_for(lambda: server.stats.waiting_sides == 2)
             third = await connect(server)
             await third.send_all(line(tok, side()))
             assert await receive_exactly(third, 3) == b"ok\n"
@@ -80,7 +80,7 @@ async def test_same_side_waits_third_pairs_with_one_other_is_redundant(database_
             await third.send_all(b"ping")
             assert await receive_exactly(chosen, 4) == b"ping"
             await wait_moods(server, 1)
-            assert server.moods["redundant"] == 1
+            assert server.stats.moods["redundant"] == 1
             await chosen.aclose()
             await wait_moods(server, 2)
             moods = sorted(r[4] for r in await usage_rows(server, database_url))
@@ -98,14 +98,14 @@ async def test_third_party_starts_fresh_wait_and_pairs_with_a_fourth(database_ur
             tok = token()
             a = await connect(server)
             await a.send_all(line(tok, side()))
-            await wait_for(lambda: server.table.waiting_connections == 1)
+            await wait_for(lambda: server.stats.waiting_sides == 1)
             b = await connect(server)
             await b.send_all(line(tok, side()))
             assert await receive_exactly(a, 3) == b"ok\n"
             assert await receive_exactly(b, 3) == b"ok\n"
             c = await connect(server)
             await c.send_all(line(tok, side()))
-            await wait_for(lambda: server.table.waiting_connections == 1)
+            await wait_for(lambda: server.stats.waiting_sides == 1)
             await a.send_all(b"still paired")
             assert await receive_exactly(b, 12) == b"still paired"
             d = await connect(server)
@@ -122,13 +122,13 @@ async def test_departed_waiter_is_lonely_and_forgotten(database_url: str) -> Non
             tok = token()
             a = await connect(server)
             await a.send_all(line(tok, side()))
-            await wait_for(lambda: server.table.waiting_connections == 1)
+            await wait_for(lambda: server.stats.waiting_sides == 1)
             await a.aclose()
             await wait_moods(server, 1)
-            assert server.table.waiting_tokens == 0
+            assert server.stats.waiting_tokens == 0
             b = await connect(server)
             await b.send_all(line(tok, side()))
-            await wait_for(lambda: server.table.waiting_connections == 1)
+            await wait_for(lambda: server.stats.waiting_sides == 1)
             rows = await usage_rows(server, database_url)
     assert [(r[2], r[3], r[4]) for r in rows] == [(None, 0, "lonely")]
 
@@ -168,10 +168,10 @@ async def test_data_while_waiting_is_impatient(database_url: str) -> None:
             assert await receive_all(same_segment) == b"impatient\n"
             later = await connect(server)
             await later.send_all(line(tok, side()))
-            await wait_for(lambda: server.table.waiting_connections == 1)
+            await wait_for(lambda: server.stats.waiting_sides == 1)
             await later.send_all(b"x")
             assert await receive_all(later) == b"impatient\n"
-            assert server.table.waiting_tokens == 0
+            assert server.stats.waiting_tokens == 0
             await wait_moods(server, 2)
             rows = await usage_rows(server, database_url)
     assert [(r[3], r[4]) for r in rows] == [(0, "impatient"), (0, "impatient")]
@@ -183,7 +183,7 @@ async def test_second_side_eager_bytes_reach_the_partner_after_ok(database_url: 
             tok = token()
             a = await connect(server)
             await a.send_all(line(tok, side()))
-            await wait_for(lambda: server.table.waiting_connections == 1)
+            await wait_for(lambda: server.stats.waiting_sides == 1)
             b = await connect(server)
             await b.send_all(line(tok, side()) + b"eager bytes")
             assert await receive_exactly(a, 14) == b"ok\neager bytes"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 from collections.abc import Awaitable, Callable
@@ -11,7 +10,6 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 from wormhole_transit import relay as relay_module
-from wormhole_transit import server as server_module
 from wormhole_transit.server import TransitServer
 
 from tests.support.transit import (
@@ -95,22 +93,18 @@ async def exchange(a: tuple[Send, Receive, Callable[[], Awaitable[None]]],
 
 
 @pytest.mark.parametrize("use_splice", [True, False], ids=["splice", "copy"])
-async def test_32_mib_both_ways_tcp(
-    database_url: str, use_splice: bool, monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_32_mib_both_ways_tcp(database_url: str, use_splice: bool) -> None:
     if use_splice and not relay_module.HAS_SPLICE:
         pytest.skip("no splice(2) here")
-    monkeypatch.setattr(server_module, "relay",
-                        functools.partial(relay_module.relay, use_splice=use_splice))
     size = 32 << 20
     with trio.fail_after(LIMIT):
-        async with running_transit(database_url) as server:
+        async with running_transit(database_url, use_splice=use_splice) as server:
             a, b = await pair_tcp(server)
             await exchange(tcp_io(a), tcp_io(b), size)
             await a.aclose()
             assert await receive_all(b) == b""
             await wait_moods(server, 1)
-            assert server.moods["happy"] == 1
+            assert server.stats.moods["happy"] == 1
             await server.recorder.wait_idle()
             assert server.recorder.written == 1
 
@@ -129,11 +123,11 @@ async def test_tcp_and_websocket_pair_both_orders() -> None:
                     tcp = await connect(server)
                     if ws_first:
                         await ws_handshake(ws, tok)
-                        await wait_for(lambda: server.table.waiting_connections == 1)
+                        await wait_for(lambda: server.stats.waiting_sides == 1)
                         await tcp.send_all(line(tok, side()))
                     else:
                         await tcp.send_all(line(tok, side()))
-                        await wait_for(lambda: server.table.waiting_connections == 1)
+                        await wait_for(lambda: server.stats.waiting_sides == 1)
                         await ws_handshake(ws, tok)
                     assert await ws.get_message() == b"ok\n"
                     assert await receive_exactly(tcp, 3) == b"ok\n"
@@ -150,14 +144,15 @@ async def test_websocket_pair_and_reassembled_stream() -> None:
             tok = token()
             async with ws_connect(server, "/any/path?x=1") as a, ws_connect(server) as b:
                 await a.send_message(line(tok, side())[:-1])  # LF optional
-                await wait_for(lambda: server.table.waiting_connections == 1)
+                await wait_for(lambda: server.stats.waiting_sides == 1)
                 await b.send_message(line(tok, side()))
                 assert await a.get_message() == b"ok\n"
                 assert await b.get_message() == b"ok\n"
                 await exchange(ws_io(a), ws_io(b), 4 << 20)
                 await a.aclose()
-                with pytest.raises(ConnectionClosed):
+                with pytest.raises(ConnectionClosed) as closed:
                     await b.get_message()
+                assert (closed.value.reason.code, closed.value.reason.reason) == (1000, None)
 
 
 async def test_websocket_frames_to_tcp_stream() -> None:
@@ -166,7 +161,7 @@ async def test_websocket_frames_to_tcp_stream() -> None:
             tok = token()
             async with ws_connect(server) as ws:
                 await ws.send_message(line(tok, side()))
-                await wait_for(lambda: server.table.waiting_connections == 1)
+                await wait_for(lambda: server.stats.waiting_sides == 1)
                 tcp = await connect(server)
                 await tcp.send_all(line(tok, side()))
                 assert await ws.get_message() == b"ok\n"
@@ -186,17 +181,21 @@ async def test_websocket_bad_handshake_impatient_and_text() -> None:
                 assert closed.value.reason.code == 1000
             async with ws_connect(server) as ws:
                 await ws.send_message(line(token(), side()))
-                await wait_for(lambda: server.table.waiting_connections == 1)
+                await wait_for(lambda: server.stats.waiting_sides == 1)
                 await ws.send_message(b"early")
                 assert await ws.get_message() == b"impatient\n"
-                with pytest.raises(ConnectionClosed):
+                with pytest.raises(ConnectionClosed) as closed:
                     await ws.get_message()
+                assert closed.value.reason.code == 1000
             async with ws_connect(server) as ws:
                 await ws.send_message(line(token(), side()).decode())
-                with pytest.raises(ConnectionClosed):
+                with pytest.raises(ConnectionClosed) as closed:
                     await ws.get_message()
+                # dropped without a close frame, as the reference does
+                assert closed.value.reason.code == 1006
             await wait_moods(server, 3)
-    assert (server.moods["errory"], server.moods["impatient"], server.moods["empty"]) == (1, 1, 1)
+    moods = server.stats.moods
+    assert (moods["errory"], moods["impatient"], moods["empty"]) == (1, 1, 1)
 
 
 TOTAL = 64 << 20  # far more than loopback socket buffers can absorb
@@ -222,7 +221,7 @@ async def stalled_then_drained(server: TransitServer, send: Send, receive: Recei
             if sent == before:
                 break
         assert 0 < sent < TOTAL, "the sender should have been stopped by back-pressure"
-        assert server.buffered_bytes <= 2 * relay_module.PIPE_SIZE
+        assert server.stats.buffered_bytes <= 2 * relay_module.PIPE_SIZE
         got = 0
         while got < TOTAL:
             chunk = await receive()
@@ -241,7 +240,7 @@ async def test_back_pressure_with_a_stalled_reader(kinds: str) -> None:
             async with ws_connect(server) as ws:
                 if sender_kind == "ws":
                     await ws.send_message(line(tok, side()))
-                    await wait_for(lambda: server.table.waiting_connections == 1)
+                    await wait_for(lambda: server.stats.waiting_sides == 1)
                     reader = await connect(server)
                     await reader.send_all(line(tok, side()))
                     assert await ws.get_message() == b"ok\n"
@@ -250,7 +249,7 @@ async def test_back_pressure_with_a_stalled_reader(kinds: str) -> None:
                 elif reader_kind == "ws":
                     sender = await connect(server)
                     await sender.send_all(line(tok, side()))
-                    await wait_for(lambda: server.table.waiting_connections == 1)
+                    await wait_for(lambda: server.stats.waiting_sides == 1)
                     await ws.send_message(line(tok, side()))
                     assert await receive_exactly(sender, 3) == b"ok\n"
                     assert await ws.get_message() == b"ok\n"

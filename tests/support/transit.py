@@ -11,6 +11,7 @@ import psycopg
 import trio
 from trio_websocket import WebSocketConnection, wrap_client_stream
 from wormhole_common.database import Database
+from wormhole_transit.relay import HAS_SPLICE
 from wormhole_transit.server import TransitServer
 from wormhole_transit.settings import TransitSettings
 from wormhole_transit.usage import UsageRecorder
@@ -42,16 +43,17 @@ def transit_settings(database_url: str | None, **overrides: Any) -> TransitSetti
 
 @asynccontextmanager
 async def running_transit(database_url: str | None = None, *, retry_max_seconds: float = 0.2,
+                          use_splice: bool = HAS_SPLICE,
                           **overrides: Any) -> AsyncIterator[TransitServer]:
     settings = transit_settings(database_url, **overrides)
     db = Database(database_url, size=2, connect_timeout_s=2) if database_url else None
     recorder = UsageRecorder(db, queue_size=settings.usage_queue_size, log_json=False,
                              retry_max_seconds=retry_max_seconds)
-    stop = trio.Event()
+    relay = TransitServer(settings, recorder, use_splice=use_splice)
+    stop = _stops[relay] = trio.Event()
     try:
         async with trio.open_nursery() as nursery:
-            server: TransitServer = await nursery.start(_serve, TransitServer(settings, recorder),
-                                                        stop)
+            server: TransitServer = await nursery.start(_serve, relay, stop)
             try:
                 yield server
             finally:
@@ -59,6 +61,7 @@ async def running_transit(database_url: str | None = None, *, retry_max_seconds:
                     await trio.aclose_forcefully(stream)
                 stop.set()
     finally:
+        del _stops[relay]
         if db is not None:
             db.close()
 
@@ -68,6 +71,12 @@ async def _serve(server: TransitServer, stop: trio.Event, task_status: Any) -> N
 
 
 _clients: dict[TransitServer, list[trio.SocketStream]] = {}
+_stops: dict[TransitServer, trio.Event] = {}
+
+
+def request_stop(server: TransitServer) -> None:
+    """What SIGTERM does: stop accepting, close waiters, give pairs the grace period."""
+    _stops[server].set()
 
 
 async def connect(server: TransitServer) -> trio.SocketStream:
@@ -126,7 +135,7 @@ async def pair_tcp(server: TransitServer) -> tuple[trio.SocketStream, trio.Socke
     tok = token()
     a = await connect(server)
     await a.send_all(line(tok, side()))
-    await wait_for(lambda: server.table.waiting_connections >= 1)
+    await wait_for(lambda: server.stats.waiting_sides >= 1)
     b = await connect(server)
     await b.send_all(line(tok, side()))
     assert await receive_exactly(a, 3) == b"ok\n"
@@ -143,7 +152,7 @@ async def wait_for(condition: Callable[[], bool]) -> None:
 
 
 async def wait_moods(server: TransitServer, count: int) -> None:
-    await wait_for(lambda: sum(server.moods.values()) >= count)
+    await wait_for(lambda: sum(server.stats.moods.values()) >= count)
 
 
 async def usage_rows(server: TransitServer, database_url: str) -> list[tuple[Any, ...]]:

@@ -62,26 +62,33 @@ def parse_line(line: bytes) -> Handshake | None:
 
 
 class HandshakeParser:
-    """Feed TCP bytes until the result is not `NeedMore`; only the first line matters."""
+    """Feed TCP bytes until the result is not `NeedMore`; only the first line matters.
+
+    A line that arrives whole in one read (every real client) is parsed without copying; a
+    split line is buffered and each piece is searched once for the line end.
+    """
+
+    __slots__ = ("_buffer",)
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buffer)
+        self._buffer = b""
 
     def feed(self, data: bytes) -> Result:
-        self._buffer += data
-        end = self._buffer.find(b"\n")
+        searched = len(self._buffer)
+        if searched:
+            data = self._buffer + data
+        end = data.find(b"\n", searched)
         if end < 0:
-            return Overlong() if len(self._buffer) > MAX_LINE else NeedMore()
+            if len(data) > MAX_LINE:
+                return Overlong()
+            self._buffer = data
+            return NeedMore()
         if end > MAX_LINE:
             return Overlong()
-        handshake = parse_line(bytes(self._buffer[:end]))
+        handshake = parse_line(data[:end])
         if handshake is None:
             return Rejected()
-        return Accepted(handshake, bytes(self._buffer[end + 1 :]))
+        return Accepted(handshake, data[end + 1 :])
 
 
 def parse_message(message: bytes) -> Handshake | None:

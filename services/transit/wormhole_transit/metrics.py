@@ -1,14 +1,14 @@
 """The transit relay's Prometheus metrics, on a registry of its own.
 
-Most values are counts the server keeps anyway (moods, refusals, timeouts, live pairs, bytes of
-running pairs); they are read at scrape time by a collector, so the relay's hot path pays
-nothing for them. Labels come from closed sets: moods, refusal reasons, timeout phases.
+Most values are counts the shell keeps anyway in a `TransitStats` (moods, refusals, timeouts,
+live pairs, bytes of running pairs); they are read at scrape time by a collector, so the
+relay's hot path pays nothing for them. Labels come from closed sets: moods, refusal reasons,
+timeout phases.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -20,10 +20,8 @@ from wormhole_common.observability import (
     package_version,
 )
 
-from wormhole_transit.pairing import Mood
-
-if TYPE_CHECKING:
-    from wormhole_transit.server import TransitServer
+from wormhole_transit.records import Mood
+from wormhole_transit.stats import TransitStats
 
 PREFIX = "wormhole_transit"
 REFUSAL_REASONS = ("max_connections", "max_connections_per_ip", "accept_failed")
@@ -34,7 +32,10 @@ DURATION_BUCKETS = (0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800, 3600,
 
 
 class TransitMetrics:
-    def __init__(self, server: TransitServer, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, stats: TransitStats, *, max_connections: int, max_connections_per_ip: int,
+        usage_dropped: Callable[[], int], registry: CollectorRegistry | None = None,
+    ) -> None:
         self.registry = registry = registry if registry is not None else CollectorRegistry()
         p = PREFIX
         self.database = DatabaseMetrics(registry, p)
@@ -53,37 +54,35 @@ class TransitMetrics:
         limit = Gauge(
             f"{p}_max_connections", "The configured limit on open connections"
             " (TRANSIT_MAX_CONNECTIONS).", registry=registry)
-        limit.set(server.settings.max_connections)
+        limit.set(max_connections)
         per_ip = Gauge(
             f"{p}_max_connections_per_ip", "The configured limit on open connections from one"
             " address (TRANSIT_MAX_CONNECTIONS_PER_IP).", registry=registry)
-        per_ip.set(server.settings.max_connections_per_ip)
-        self.finished_bytes = 0  # bytes of pairs that have ended
-        registry.register(_ServerCollector(server, self))
+        per_ip.set(max_connections_per_ip)
+        registry.register(_StatsCollector(stats, usage_dropped))
 
 
-class _ServerCollector(Collector):
-    """Counts the server keeps itself, read at scrape time."""
+class _StatsCollector(Collector):
+    """Counts the shell keeps itself, read at scrape time."""
 
-    def __init__(self, server: TransitServer, metrics: TransitMetrics) -> None:
-        self.server = server
-        self.metrics = metrics
+    def __init__(self, stats: TransitStats, usage_dropped: Callable[[], int]) -> None:
+        self.stats = stats
+        self.usage_dropped = usage_dropped
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        s, p = self.server, PREFIX
+        s, p = self.stats, PREFIX
         yield GaugeMetricFamily(f"{p}_connections_open", "Connections open now.",
-                                value=len(s.connections))
+                                value=s.connections_open)
         yield GaugeMetricFamily(f"{p}_pairs_active", "Pairs relaying now.", value=len(s.pairs))
         yield GaugeMetricFamily(f"{p}_waiting_sides",
                                 "Connections with a valid handshake waiting for their partner.",
-                                value=s.table.waiting_connections)
+                                value=s.waiting_sides)
         yield GaugeMetricFamily(f"{p}_buffered_bytes",
                                 "Payload bytes the relay holds in memory now.",
                                 value=s.buffered_bytes)
-        live = sum(pair.total_bytes for pair in s.pairs)
         yield CounterMetricFamily(
             f"{p}_bytes_relayed", "Payload bytes received from clients and relayed"
-            " (running pairs included).", value=self.metrics.finished_bytes + live)
+            " (running pairs included).", value=s.finished_bytes + s.live_bytes)
         moods = CounterMetricFamily(
             f"{p}_outcomes", "Finished connections by mood; a pair counts once as happy.",
             labels=["mood"])
@@ -103,7 +102,6 @@ class _ServerCollector(Collector):
         for phase in TIMEOUT_PHASES:
             timeouts.add_metric([phase], s.timeouts[phase])
         yield timeouts
-        recorder = s.recorder
         yield CounterMetricFamily(f"{p}_usage_records_dropped",
                                   "Usage records dropped because the queue was full.",
-                                  value=recorder.dropped)
+                                  value=self.usage_dropped())

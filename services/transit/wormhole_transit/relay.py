@@ -1,9 +1,10 @@
 """Moving bytes between the two halves of a pair, with bounded buffers.
 
-TCP-TCP pairs on Linux use splice(2) through a pipe: bytes go socket -> pipe -> socket inside
-the kernel, so the relay never copies payload and at most one pipe's worth (`PIPE_SIZE`) is
-held per direction. Every other combination (WebSocket halves, or a kernel without splice)
-uses a copy loop holding at most one received chunk per direction. Either way a stalled
+TCP-TCP pairs on Linux use splice(2) through a pipe once a direction carries bulk data: bytes
+go socket -> pipe -> socket inside the kernel, so the relay never copies payload and at most
+one pipe's worth (`PIPE_SIZE`) is held per direction. Every other combination (WebSocket
+halves, or a kernel without splice) uses a copy loop holding at most one received chunk per
+direction. Either way a stalled
 reader stops the relay reading from the sender: that is the back-pressure.
 """
 
@@ -46,16 +47,20 @@ class Endpoint(Protocol):
         """Flush, tell the peer we are done, release the connection; never raises."""
 
 
-class TcpEndpoint:
-    def __init__(self, stream: trio.SocketStream) -> None:
+class StreamEndpoint:
+    """A TCP connection, or any half-closeable trio stream (tests use memory streams)."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: trio.abc.HalfCloseableStream) -> None:
         self.stream = stream
-        self.socket = stream.socket
 
     async def receive(self) -> bytes:
         try:
-            return await self.stream.receive_some(CHUNK)
+            data = await self.stream.receive_some(CHUNK)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise Lost(str(exc)) from exc
+        return data if isinstance(data, bytes) else bytes(data)
 
     async def send(self, data: bytes) -> None:
         try:
@@ -63,25 +68,39 @@ class TcpEndpoint:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise Lost(str(exc)) from exc
 
-    async def waiting_for_partner(self) -> bool:
-        """Until the client sends something (True) or goes away (False); consumes nothing."""
-        try:
-            return bool(await self.socket.recv(1, socket.MSG_PEEK))
-        except OSError:
-            return False
-
     async def close(self) -> None:
-        # FIN after what is queued, then read until the peer's FIN: closing a socket with
-        # unread input sends RST, which can destroy data still on its way to the peer.
-        with trio.CancelScope(shield=True):
-            try:
-                self.socket.shutdown(socket.SHUT_WR)
-                with trio.move_on_after(LINGER_SECONDS):
-                    while await self.socket.recv(CHUNK):
-                        pass
-            except OSError:
+        await close_streams([self])
+
+    async def drain(self) -> None:
+        """Read and drop until the peer's EOF (or an error)."""
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError,
+                                 trio.BusyResourceError):
+            while await self.stream.receive_some(CHUNK):
                 pass
-            self.socket.close()
+
+
+async def close_streams(endpoints: list[StreamEndpoint]) -> None:
+    """Flush and FIN each one, then read until each peer's FIN within one linger period,
+    then close: closing a socket with unread input sends RST, which can destroy data still
+    on its way to the peer. Never raises; shielded from cancellation."""
+    with trio.CancelScope(shield=True):
+        for endpoint in endpoints:
+            stream = endpoint.stream
+            if isinstance(stream, trio.SocketStream):  # FIN at once: no need to yield
+                with contextlib.suppress(OSError):
+                    stream.socket.shutdown(socket.SHUT_WR)
+                continue
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError,
+                                     trio.BusyResourceError):
+                await stream.send_eof()
+        with trio.move_on_after(LINGER_SECONDS):
+            for endpoint in endpoints:
+                await endpoint.drain()
+        for endpoint in endpoints:
+            if isinstance(endpoint.stream, trio.SocketStream):
+                endpoint.stream.socket.close()
+            else:
+                await trio.aclose_forcefully(endpoint.stream)
 
 
 class WebSocketEndpoint:
@@ -125,7 +144,10 @@ class PairStats:
 Ended = Literal["source", "destination"]  # which side of a direction went away
 
 
-async def _copy(src: Endpoint, dst: Endpoint, stats: PairStats) -> Ended:
+async def _copy(src: Endpoint, dst: Endpoint, stats: PairStats, *,
+                bulk_stops: bool = False) -> Ended | None:
+    """Copy chunks until a side ends; with `bulk_stops`, None once CHUNK bytes have passed."""
+    copied = 0
     while True:
         try:
             data = await src.receive()
@@ -141,6 +163,9 @@ async def _copy(src: Endpoint, dst: Endpoint, stats: PairStats) -> Ended:
             return "destination"
         finally:
             stats.buffered -= len(data)
+        copied += len(data)
+        if bulk_stops and copied >= CHUNK:
+            return None
 
 
 class _SpliceUnsupported(Exception):
@@ -192,12 +217,19 @@ async def _splice(
 
 
 async def _direction(src: Endpoint, dst: Endpoint, stats: PairStats, use_splice: bool) -> Ended:
-    if use_splice and isinstance(src, TcpEndpoint) and isinstance(dst, TcpEndpoint):
+    """Copy, and move to splice(2) once CHUNK bytes show a bulk transfer: a short exchange
+    never pays for the two pipes."""
+    if (use_splice and isinstance(src, StreamEndpoint) and isinstance(dst, StreamEndpoint)
+            and isinstance(src.stream, trio.SocketStream)
+            and isinstance(dst.stream, trio.SocketStream)):
+        ended = await _copy(src, dst, stats, bulk_stops=True)
+        if ended is not None:
+            return ended
         try:
-            return await _splice(src.socket, dst.socket, stats)
+            return await _splice(src.stream.socket, dst.stream.socket, stats)
         except _SpliceUnsupported:
             pass
-    return await _copy(src, dst, stats)
+    return await _copy(src, dst, stats) or "source"  # None only with bulk_stops
 
 
 async def relay(
@@ -215,5 +247,5 @@ async def relay(
             if await _direction(src, dst, stats, use_splice) == "source":
                 nursery.cancel_scope.cancel()
 
-        nursery.start_soon(run, a, b)
         nursery.start_soon(run, b, a)
+        await run(a, b)

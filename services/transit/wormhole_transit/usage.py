@@ -18,10 +18,9 @@ from wormhole_common.channels import receive_batch
 from wormhole_common.database import Database
 from wormhole_common.migrations import migrate
 
-from wormhole_transit.pairing import Usage
+from wormhole_transit.records import Usage
 
 log = logging.getLogger(__name__)
-usage_log = logging.getLogger("wormhole_transit.usage")
 
 MAX_BATCH = 500
 
@@ -38,13 +37,14 @@ class Current:
 
 
 def insert_usage(conn: psycopg.Connection, records: list[Usage]) -> None:
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO transit_usage (started, total_time, waiting_time, total_bytes, result)"
-            " VALUES (%s, %s, %s, %s, %s)",
-            [(r.started, r.total_time, r.waiting_time, r.total_bytes, str(r.mood))
-             for r in records],
-        )
+    """One COPY per batch: far less work for both sides than one INSERT per record."""
+    with conn.cursor() as cur, cur.copy(
+        "COPY transit_usage (started, total_time, waiting_time, total_bytes, result)"
+        " FROM STDIN"
+    ) as copy:
+        for r in records:
+            copy.write_row((r.started, r.total_time, r.waiting_time, r.total_bytes,
+                            str(r.mood)))
 
 
 def write_current(conn: psycopg.Connection, server_id: str, current: Current) -> None:
@@ -81,7 +81,7 @@ class UsageRecorder:
 
     def record(self, usage: Usage) -> None:
         if self.log_json:
-            usage_log.info("%s", json.dumps(usage.as_json_fields()))
+            log.info("%s", json.dumps(usage.as_json_fields()))
         if self.db is None:
             return
         try:

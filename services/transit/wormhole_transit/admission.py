@@ -1,0 +1,95 @@
+"""Connection limits in front of `trio.serve_listeners`, which owns accepting and the back-off
+when the process runs out of file descriptors or memory.
+
+A refused connection is closed at once without a byte: the only signal the protocol has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import sys
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from wormhole_transit.stats import TransitStats
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[trio.SocketStream], Awaitable[None]]
+
+
+class _CountingListener(trio.abc.Listener[trio.SocketStream]):
+    """Counts failed accepts; `serve_listeners` decides whether to back off or give up."""
+
+    def __init__(self, listener: trio.SocketListener, stats: TransitStats) -> None:
+        self.listener = listener
+        self.stats = stats
+
+    async def accept(self) -> trio.SocketStream:
+        try:
+            return await self.listener.accept()
+        except OSError:
+            self.stats.refused["accept_failed"] += 1
+            raise
+
+    async def aclose(self) -> None:
+        await self.listener.aclose()
+
+
+class Admission:
+    def __init__(self, stats: TransitStats, *, max_connections: int,
+                 max_connections_per_ip: int) -> None:
+        self.stats = stats
+        self.max_connections = max_connections
+        self.max_connections_per_ip = max_connections_per_ip
+        self.per_ip: Counter[str] = Counter()
+
+    async def serve(
+        self, handler: Handler, listeners: list[trio.SocketListener], nursery: trio.Nursery,
+        *, task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept on `listeners` until cancelled; each connection runs `handler` in `nursery`,
+        which calls `admit` first and `release` when the connection is closed."""
+        counting = [_CountingListener(listener, self.stats) for listener in listeners]
+        await trio.serve_listeners(handler, counting, handler_nursery=nursery,
+                                   task_status=task_status)
+
+    def admit(self, stream: trio.SocketStream) -> str | None:
+        """The client's address if within the limits; otherwise None, after a FIN."""
+        try:
+            ip = sys.intern(str(stream.socket.getpeername()[0]))
+            stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        except OSError:
+            return None  # gone already; serve_listeners closes the stream
+        reason = self._refusal(ip)
+        if reason is not None:
+            self._refuse(reason)
+            with contextlib.suppress(OSError):
+                stream.socket.shutdown(socket.SHUT_WR)  # no byte; serve_listeners closes it
+            return None
+        self.stats.connections_open += 1
+        self.per_ip[ip] += 1
+        return ip
+
+    def release(self, ip: str) -> None:
+        self.stats.connections_open -= 1
+        self.per_ip[ip] -= 1
+        if not self.per_ip[ip]:
+            del self.per_ip[ip]
+
+    def _refusal(self, ip: str) -> str | None:
+        if self.stats.connections_open >= self.max_connections:
+            return "max_connections"
+        if self.per_ip[ip] >= self.max_connections_per_ip:
+            return "max_connections_per_ip"
+        return None
+
+    def _refuse(self, reason: str) -> None:
+        refused = self.stats.refused
+        refused[reason] += 1
+        if refused[reason] in (1, 10, 100) or refused[reason] % 1000 == 0:
+            log.warning("refused %d connections so far: %s", refused[reason], reason)
