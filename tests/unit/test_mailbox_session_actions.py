@@ -14,6 +14,7 @@ from wormhole_mailbox.actions import (
     CloseConnection,
     Count,
     Metric,
+    Pause,
     Perform,
     Replayed,
     ReplayRest,
@@ -326,3 +327,14 @@ def test_an_open_whose_first_page_is_full_asks_for_the_rest() -> None:
     short.complete(last_perform(send(short, type="bind", appid="app", side="s1")), None)
     perform = last_perform(send(short, type="open", mailbox="mb"))
     assert short.complete(perform, page[:1])[-1] == Replayed((4,))
+
+
+def test_a_client_that_keeps_causing_errors_is_paced() -> None:
+    session = bound()
+    pauses = [[a for a in session.receive("{not json", NOW) if isinstance(a, Pause)]
+              for _ in range(22)]
+    assert pauses[:20] == [[]] * 20  # a burst of 20 errors is free
+    assert pauses[20:] == [[Pause(0.2)], [Pause(0.4)]]
+    later = session.receive("{not json", NOW + 10)  # the budget has refilled meanwhile
+    assert not [a for a in later if isinstance(a, Pause)]
+    assert not [a for a in send(session, type="ping", ping=1) if isinstance(a, Pause)]

@@ -59,6 +59,13 @@ class ReplayRest:
 
 
 @dataclass(frozen=True)
+class Pause:
+    """Read nothing more from the client for `seconds` (it keeps sending refused frames)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Perform:
     """Run `op` in the store; `orig` is the command, echoed if it fails."""
 
@@ -91,8 +98,8 @@ class Count:
     label: str
 
 
-Action = (Send | Subscribe | Unsubscribe | Replayed | ReplayRest | Perform | CloseConnection
-          | Count)
+Action = (Send | Subscribe | Unsubscribe | Replayed | ReplayRest | Pause | Perform
+          | CloseConnection | Count)
 
 COMMANDS = ("ping", "bind", "list", "allocate", "claim", "release", "open", "add", "close",
             "submit-permissions")

@@ -25,6 +25,7 @@ from wormhole_mailbox.actions import (
     CloseConnection,
     Count,
     Frame,
+    Pause,
     Perform,
     Replayed,
     ReplayRest,
@@ -134,6 +135,9 @@ class ClientConnection:
                 case ReplayRest():
                     if rest := await self._replay_rest(action):
                         return await self.execute(rest)
+                case Pause(seconds):
+                    with trio.CancelScope() as self._waiting:  # an interruption ends it
+                        await trio.sleep(seconds)
                 case CloseConnection():
                     await self._close(action)
                     return True

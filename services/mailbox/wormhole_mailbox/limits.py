@@ -18,6 +18,11 @@ from dataclasses import dataclass, field
 
 from wormhole_common.fdlimit import MEMORY_CEILING
 
+# A connection may cause this many `error` replies at once, then this many a second: honest
+# clients never cause more than a couple; a hostile one is slowed to the pace of an honest one.
+ERROR_BURST = 20
+ERRORS_PER_SECOND = 5
+
 REFUSAL_REASONS = ("connections_total", "connections_per_address", "allocations_rate",
                    "mailboxes_rate", "nameplates_held")
 
@@ -242,6 +247,17 @@ class ClientQuota:
         self.key = key
         self.names: set[str] = set()  # nameplates this connection holds
         self.mailboxes: set[str] = set()  # mailboxes its claims returned
+        self.errors = _Bucket(ERROR_BURST, 0.0)  # errors it may still cause without a pause
+
+    def erred(self, now: float) -> float:
+        """The connection caused an `error` reply: how long to read nothing more from it
+        (0: no pause)."""
+        errors = self.errors
+        errors.tokens = min(ERROR_BURST,
+                            errors.tokens + max(0.0, now - errors.stamp) * ERRORS_PER_SECOND)
+        errors.stamp = now
+        errors.tokens -= 1
+        return max(0.0, -errors.tokens / ERRORS_PER_SECOND)
 
     def allocate(self, now: float) -> Refusal | None:
         if self.limits.nameplates.full(self.key, now):

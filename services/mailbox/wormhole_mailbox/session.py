@@ -20,6 +20,7 @@ from wormhole_mailbox.actions import (
     Count,
     Frame,
     Metric,
+    Pause,
     Perform,
     Replayed,
     ReplayRest,
@@ -129,12 +130,9 @@ class Session:
         self.permitted = config.hashcash_bits is None
         self.app: str | None = None
         self.side: str | None = None
-        self.did_allocate = False
-        self.did_claim = False
+        self.did_allocate = self.did_claim = self.did_release = self.did_close = False
         self.claimed: str | None = None
-        self.did_release = False
         self.mailbox: str | None = None  # the open handle
-        self.did_close = False
 
     def start(self, address: PeerAddress) -> list[Action]:
         """The welcome, first thing on a new connection."""
@@ -143,6 +141,10 @@ class Session:
     # -- inbound frames ------------------------------------------------------------------------
 
     def receive(self, raw: str | bytes, now: float) -> list[Action]:
+        """One inbound frame; a client that keeps sending refused ones is slowed (`Pause`)."""
+        return paced(self._receive(raw, now), self.quota, now)
+
+    def _receive(self, raw: str | bytes, now: float) -> list[Action]:
         try:
             msg = decode_frame(raw)
         except FrameRefused as exc:
@@ -253,8 +255,7 @@ class Session:
             raise _sequence("must open mailbox before adding")
         phase = required(msg, "phase", "missing 'phase'")
         body = required(msg, "body", "missing 'body'")
-        msg_id = message_id(msg)
-        return Add(self.app, self.side, self.mailbox, phase, body, now, msg_id)
+        return Add(self.app, self.side, self.mailbox, phase, body, now, message_id(msg))
 
     def _close(self, msg: Frame, now: float) -> Close:
         assert self.app is not None and self.side is not None
@@ -356,6 +357,14 @@ def ping_timeout() -> list[Action]:
 def shutting_down() -> list[Action]:
     """The server is stopping: clients reconnect elsewhere or later."""
     return [CloseConnection(1001, "server shutting down", flush=False)]
+
+
+def paced(actions: list[Action], quota: ClientQuota, now: float) -> list[Action]:
+    """`actions`, and a `Pause` if they answer with an error past the connection's budget."""
+    if any(isinstance(a, Count) and a.metric is Metric.ERRORS for a in actions) and (
+            seconds := quota.erred(now)):
+        return [*actions, Pause(seconds)]
+    return actions
 
 
 def _allowed(refusal: Refusal | None) -> None:
