@@ -2,7 +2,7 @@
 
 Frames are encoded and queued without waiting (`queue`): a client that lets `OUTBOUND_QUEUE`
 of them or `OUTBOUND_BYTES` pile up is too slow, and `overflowed` says so to the reader (a
-client that sends 1 MiB pings and reads nothing is dropped after a few, not after 4 GiB).
+client that sends 1 MiB pings and reads nothing is dropped after a few, not after 4 GB).
 Frames of the command being executed are held (`hold`/`release`) so an ack never leaves
 before its command is done. A replay instead waits for room and for the writer (`written`),
 so it holds one page at a time.
@@ -21,7 +21,7 @@ from wormhole_mailbox.actions import Frame
 from wormhole_mailbox.validation import encode_unstamped, stamp
 
 OUTBOUND_QUEUE = 4096  # frames waiting for one slow client before it is dropped
-OUTBOUND_BYTES = 4 << 20  # ...or this much text: a full mailbox's worth of live messages
+OUTBOUND_BYTES = 8 << 20  # ...or this much text: a full mailbox (4 MiB of bodies) and more
 WRITE_BATCH = 64  # frames stamped with one clock reading
 
 
