@@ -40,7 +40,7 @@ async def serve_socket(
     """An accepted TCP connection, admitted (`limits.Connections`: in total, then per address
     for a direct client, before any byte is read) and served by `serve_stream`."""
     if refusal := connections.accept():
-        await refuse(stream, refusal, metrics)
+        await refuse(stream, refusal, metrics, connections)
         return
     try:
         try:
@@ -53,7 +53,7 @@ async def serve_socket(
             await serve_stream(stream, peer, handle, metrics)
             return
         if refusal := connections.admit(peer.host):
-            await refuse(stream, refusal, metrics)
+            await refuse(stream, refusal, metrics, connections)
             return
         try:
             await serve_stream(stream, peer, handle, metrics)
@@ -63,16 +63,23 @@ async def serve_socket(
         connections.closed()
 
 
-async def refuse(stream: trio.SocketStream, refusal: Refusal, metrics: MailboxMetrics) -> None:
+async def refuse(
+    stream: trio.SocketStream, refusal: Refusal, metrics: MailboxMetrics,
+    connections: Connections,
+) -> None:
     """A 503 with the refusal's text, counted. The request head is read first (briefly), so
-    closing does not reset the connection under the client before it reads the answer."""
+    closing does not reset the connection under the client before it reads the answer; in a
+    flood, past `ANSWERED_REFUSALS` at once, the socket is just closed."""
     metrics.refusals[refusal.reason].inc()
-    with trio.move_on_after(REFUSAL_SECONDS):
+    if connections.answer_refusal():
         try:
-            await read_head(stream)
-            await stream.send_all(response(503, refusal.text.encode() + b"\n"))
+            with trio.move_on_after(REFUSAL_SECONDS):
+                await read_head(stream)
+                await stream.send_all(response(503, refusal.text.encode() + b"\n"))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+        finally:
+            connections.answered()
     await trio.aclose_forcefully(stream)
 
 

@@ -23,6 +23,10 @@ from wormhole_common.fdlimit import MEMORY_CEILING
 ERROR_BURST = 20
 ERRORS_PER_SECOND = 5
 
+# Refused sockets answered with a 503 at once (each holds a descriptor for up to a second);
+# past this many, more are closed without an answer, so a flood cannot use up descriptors.
+ANSWERED_REFUSALS = 16
+
 REFUSAL_REASONS = ("connections_total", "connections_per_address", "allocations_rate",
                    "mailboxes_rate", "nameplates_held")
 
@@ -82,6 +86,18 @@ class Connections:
         self.settings = settings
         self.total = 0
         self.per_key: Counter[str] = Counter()
+        self.answering = 0  # refused sockets being answered now
+
+    def answer_refusal(self) -> bool:
+        """Whether a refused socket may be answered (then call `answered()`), or must just
+        be closed."""
+        if self.answering >= ANSWERED_REFUSALS:
+            return False
+        self.answering += 1
+        return True
+
+    def answered(self) -> None:
+        self.answering -= 1
 
     def accept(self) -> Refusal | None:
         """A socket was accepted; on None the caller must call `closed()` when it is gone."""
