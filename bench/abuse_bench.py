@@ -35,6 +35,11 @@ sys.path.insert(0, str(ROOT))
 from tests.support.postgres import TestCluster, free_port  # noqa: E402
 from tests.support.processes import wait_for_port  # noqa: E402
 
+# Every simulated honest user connects from 127.0.0.1: lift the per-address quotas that would
+# otherwise (rightly) stop one address from allocating hundreds of nameplates a minute.
+ONE_ADDRESS = {"MAILBOX_ALLOCATIONS_PER_MINUTE": "1000000",
+               "MAILBOX_NEW_MAILBOXES_PER_MINUTE": "1000000",
+               "MAILBOX_NAMEPLATES_PER_IP": "1000000", "MAILBOX_MAX_CONNECTIONS_PER_IP": "100000"}
 BODY = "ab" * 4096  # 8 KiB of hex, like an encrypted message
 HOSTILE = [
     {"type": "bind", "appid": "a" * 100_000, "side": "s"},
@@ -232,7 +237,8 @@ def main() -> None:
         log = Path(tmp) / "mailbox.log"
         env = {**os.environ, "MAILBOX_DATABASE_URL": cluster.url, "MAILBOX_HOST": "127.0.0.1",
                "MAILBOX_PORT": str(port), "MAILBOX_METRICS_PORT": "0",
-               "MAILBOX_PRUNE_INTERVAL_SECONDS": "3", "MAILBOX_CHANNEL_EXPIRY_SECONDS": "600"}
+               "MAILBOX_PRUNE_INTERVAL_SECONDS": "3", "MAILBOX_CHANNEL_EXPIRY_SECONDS": "600",
+               **ONE_ADDRESS}
         with log.open("w") as out:
             server = subprocess.Popen([str(Path(sys.executable).parent / "wormhole-mailbox")],
                                       env=env, stdout=out, stderr=subprocess.STDOUT)

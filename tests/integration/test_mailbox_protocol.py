@@ -238,9 +238,25 @@ async def test_values_postgresql_cannot_store_are_errors_not_dropped_connections
     async with serving(database_url) as server, client(server) as c:
         await c.send_raw('{"type": "bind", "appid": "app\\u0000", "side": "s", "id": 1}')
         assert await c.recv() == {"type": "ack", "id": 1}
-        assert (await c.recv())["error"] == "'appid' must not contain NUL characters"
+        assert (await c.recv())["error"] == "'appid' must not contain control characters"
         await c.send_raw('{"type": "ping", "ping": NaN}')
         assert (await c.recv())["error"] == "message is not valid JSON"
+        # Numbers JSON cannot represent are refused, never echoed as Infinity (strict JSON:
+        # `Client.recv` parses what it gets with json.loads, which would accept Infinity).
+        await c.send_raw('{"type": "ping", "ping": 1e400, "id": 2}')
+        assert await c.recv() == {"type": "error",
+                                  "error": "'ping' contains a number out of range",
+                                  "orig": '{"type": "ping", "ping": 1e400, "id": 2}'}
+        deep = '{"type": "ping", "ping": ' + "[" * 950 + "]" * 950 + "}"
+        await c.send_raw(deep)
+        assert (await c.recv())["error"] == "message is nested too deeply (at most 32 levels)"
+        for field in ("appid", "side"):
+            await c.send_raw(json.dumps({"type": "bind", "appid": "a", "side": "s",
+                                         field: "x" * 5000, "id": 3}))
+            assert await c.recv() == {"type": "ack", "id": 3}
+            limit = {"appid": 256, "side": 128}[field]
+            assert (await c.recv())["error"] == (
+                f"'{field}' is too long (at most {limit} characters)")
         await c.bind("side")
         await c.ack_only(type="open", mailbox="mb")
         for raw, text in [
@@ -251,6 +267,10 @@ async def test_values_postgresql_cannot_store_are_errors_not_dropped_connections
              "'id' must not contain NUL characters"),
             ('{"type": "add", "phase": "p", "body": "b", "id": NaN}',
              "message is not valid JSON"),
+            ('{"type": "add", "phase": "p", "body": "b", "id": 1e400}',
+             "'id' contains a number out of range"),
+            ('{"type": "add", "phase": "p", "body": "b", "id": "' + "i" * 300 + '"}',
+             "'id' is too long (at most 256 characters as JSON)"),
         ]:
             await c.send_raw(raw)
             reply = await c.recv()

@@ -109,14 +109,20 @@ class Client:
 
 
 @asynccontextmanager
-async def client(server: MailboxServer) -> AsyncIterator[Client]:
+async def client(
+    server: MailboxServer, source: str | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> AsyncIterator[Client]:
     """A client on a TCP stream we own: trio-websocket's client leaves its socket open when
-    the server closes first (a refused permission, a shutdown)."""
+    the server closes first (a refused permission, a shutdown). `source`: the local address
+    to connect from (Linux routes all of 127.0.0.0/8 to the loopback); `headers`: extra
+    request headers (a proxy's X-Real-IP)."""
     assert server.port is not None
-    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port, local_address=source)
     try:
         async with trio.open_nursery() as nursery:
-            ws = await wrap_client_stream(nursery, stream, "127.0.0.1", "/v1")
+            ws = await wrap_client_stream(nursery, stream, "127.0.0.1", "/v1",
+                                          extra_headers=headers)
             try:
                 c = Client(ws)
                 welcome = await c.recv()

@@ -18,11 +18,11 @@ from prometheus_client import CollectorRegistry
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 from wormhole_mailbox.addresses import PeerAddress
 from wormhole_mailbox.batcher import StoreFailed
-from wormhole_mailbox.connection import ConnectionHandler, Services, encode
+from wormhole_mailbox.connection import ConnectionHandler, Services
 from wormhole_mailbox.front import serve_stream
 from wormhole_mailbox.hub import Hub
 from wormhole_mailbox.metrics import MailboxMetrics
-from wormhole_mailbox.ops import Add, Bind, Message, Op, Open, Result
+from wormhole_mailbox.ops import Add, Bind, Key, Message, Op, Open, Result
 from wormhole_mailbox.session import SessionConfig
 
 PEER = PeerAddress("192.0.2.1", 4444)
@@ -35,6 +35,9 @@ class FakeStore:
         self.failing = False
         self.seq = 0
         self.gate: trio.Event | None = None  # when set, ops wait for it
+        self.stored: list[Message] = []  # what an `open` finds
+        self.page_size: int | None = None  # an `open` returns at most this many
+        self.pages_read = 0
 
     async def submit(self, op: Op) -> Result:
         self.ops.append(op)
@@ -44,13 +47,22 @@ class FakeStore:
         if self.failing:
             raise StoreFailed("database down")
         if isinstance(op, Open):
-            return []
+            return self.stored[:self.page_size]
         if isinstance(op, Add):
             self.seq += 1
             message = Message(self.seq, op.side, op.phase, op.body, op.server_rx, op.msg_id)
             self.hub.publish((op.app, op.mailbox), message)
             return message
         return None
+
+    async def pages(self, key: Key, after: int) -> AsyncIterator[list[Message]]:
+        """`replay.pages` over `stored`, counting the pages read."""
+        assert self.page_size is not None
+        rest = [m for m in self.stored if m.seq > after]
+        for start in range(0, len(rest) + 1, self.page_size):
+            await trio.lowlevel.checkpoint()
+            self.pages_read += 1
+            yield rest[start:start + self.page_size]
 
 
 class Harness:
@@ -60,11 +72,14 @@ class Harness:
         self.store = FakeStore(self.hub)
         self.metrics = MailboxMetrics(CollectorRegistry())
         services = Services(hub=self.hub, submit=self.store.submit, metrics=self.metrics,
-                            ping_interval=3600, ping_timeout=3600)
+                            ping_interval=3600, ping_timeout=3600, command_timeout=5,
+                            replay=self.store.pages, replay_stall=3)
         self.handler = ConnectionHandler(services, config)
 
-    async def connect(self, path: str = "/v1") -> WebSocketConnection:
-        client, server = trio.testing.memory_stream_pair()
+    async def connect(self, path: str = "/v1", *, lockstep: bool = False) -> WebSocketConnection:
+        """A client; `lockstep`: the server's writes wait until the client reads them."""
+        pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
+        client, server = pair()
         self.nursery.start_soon(serve_stream, server, PEER, self.handler, self.metrics)
         return await wrap_client_stream(self.nursery, client, "localhost", path)  # type: ignore[arg-type]
 
@@ -98,11 +113,6 @@ async def bound(h: Harness, side: str = "s1") -> WebSocketConnection:
     await send(ws, type="bind", appid="app", side=side, id=1)
     assert await recv(ws) == {"type": "ack", "id": 1}
     return ws
-
-
-def test_encode_appends_server_tx() -> None:
-    assert json.loads(encode({"type": "ack", "id": None}, 1.25)) == {
-        "type": "ack", "id": None, "server_tx": 1.25}
 
 
 async def test_welcome_names_the_peer_and_ping_is_answered_in_order() -> None:
@@ -184,6 +194,25 @@ async def test_a_failed_store_op_is_reported_then_closed_1011() -> None:
         assert h.counted("errors_total", kind="internal") == 1
 
 
+async def test_a_store_op_past_the_deadline_is_an_error_then_a_1011_close(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with harness() as h:  # virtual seconds: the deadline of 5 s passes
+        ws = await bound(h)
+        h.store.gate = trio.Event()  # the store never answers
+        await send(ws, type="open", mailbox="mb", id=2)
+        assert await recv(ws) == {"type": "ack", "id": 2}
+        assert await recv(ws) == {"type": "error", "error": "command timed out",
+                                  "orig": {"type": "open", "mailbox": "mb", "id": 2}}
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+        assert (closed.value.reason.code, closed.value.reason.reason) == (
+            1011, "command timed out")
+        assert not h.hub.is_subscribed(("app", "mb"))
+        assert h.counted("connections_dropped_total", reason="command_timeout") == 1
+        assert h.counted("errors_total", kind="timeout") == 1
+
+
 async def test_permission_denied_is_flushed_then_closed_1008() -> None:
     async with harness(SessionConfig(hashcash_bits=8)) as h:
         ws = await h.connect()
@@ -227,3 +256,51 @@ async def test_other_paths_are_refused_404() -> None:
         assert response.startswith(b"HTTP/1.1 404 ")
         assert response.endswith(b"\r\n\r\nNot Found\n")
         assert h.counted("connections_total", kind="websocket") == 0
+
+
+async def test_a_long_replay_is_read_from_the_store_only_as_fast_as_the_client_reads() -> None:
+    async with harness(SessionConfig(replay_page_size=2)) as h:
+        h.store.page_size = 2
+        h.store.stored = [Message(seq, "s2", str(seq), "b", 1.0, None) for seq in range(1, 8)]
+        ws = await h.connect(lockstep=True)
+        assert (await recv(ws))["type"] == "welcome"
+        await send(ws, type="bind", appid="app", side="s1", id=1)
+        assert await recv(ws) == {"type": "ack", "id": 1}
+        await send(ws, type="open", mailbox="mb", id=2)
+        await trio.testing.wait_all_tasks_blocked()
+        stalled_at = h.store.pages_read  # the client reads nothing: the replay waits for it
+        live = Message(9, "s2", "live", "b", 1.0, None)
+        h.hub.publish(("app", "mb"), live)  # held until the replay is written
+        assert await recv(ws) == {"type": "ack", "id": 2}
+        phases = [(await recv(ws))["phase"] for _ in range(8)]
+        assert phases == ["1", "2", "3", "4", "5", "6", "7", "live"]
+        assert (stalled_at, h.store.pages_read) == (0, 3)  # none read while the client waited
+
+
+async def test_a_client_that_stops_reading_a_replay_is_dropped_as_too_slow(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with harness(SessionConfig(replay_page_size=2)) as h:  # virtual seconds
+        h.store.page_size = 2
+        h.store.stored = [Message(seq, "s2", str(seq), "b", 1.0, None) for seq in range(1, 8)]
+        ws = await h.connect(lockstep=True)
+        await send(ws, type="bind", appid="app", side="s1", id=1)
+        await send(ws, type="open", mailbox="mb", id=2)
+        await trio.sleep(8)  # past the stall limit (3 s) and the close (2 s), reading nothing
+        assert h.counted("connections_dropped_total", reason="too_slow") == 1
+        assert h.store.pages_read == 0
+        assert not h.hub.is_subscribed(("app", "mb"))
+
+
+async def test_a_client_that_sends_big_pings_and_reads_nothing_is_dropped_after_a_few(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with harness() as h:  # virtual seconds
+        ws = await h.connect(lockstep=True)  # the server's writes wait for reads: none come
+        pings = 0
+        while h.counted("connections_dropped_total", reason="too_slow") == 0:
+            await send(ws, type="ping", ping="p" * 1_000_000)  # a pong of 1 MB each
+            pings += 1
+            await trio.testing.wait_all_tasks_blocked()
+        # One pong being written, 8 MiB (OUTBOUND_BYTES) queued: not OUTBOUND_QUEUE (4096) of them
+        assert pings <= 10

@@ -11,7 +11,6 @@ from wormhole_mailbox.addresses import PeerAddress
 from wormhole_mailbox.front import (
     HANDSHAKE_SECONDS,
     LIVENESS_BODY,
-    ReplayStream,
     is_upgrade,
     plain_response,
     serve_stream,
@@ -44,16 +43,6 @@ def test_plain_requests_get_small_answers(request_line: bytes, status: bytes, bo
     answer = plain_response(request_line + b"\r\nHost: x\r\n\r\n")
     assert answer.split(b" ")[1] == status
     assert answer.partition(b"\r\n\r\n")[2] == body
-
-
-async def test_replay_stream_gives_back_the_head_first() -> None:
-    left, right = trio.testing.memory_stream_pair()
-    replay = ReplayStream(right, b"HEAD")
-    await left.send_all(b"rest")
-    assert await replay.receive_some() == b"HEAD"
-    assert await replay.receive_some() == b"rest"
-    await replay.send_all(b"out")
-    assert await left.receive_some() == b"out"
 
 
 class Recorder:

@@ -6,6 +6,7 @@ import tracemalloc
 
 import pytest
 from wormhole_mailbox.limits import (
+    ANSWERED_REFUSALS,
     REFUSAL_REASONS,
     REFUSALS,
     ClientQuota,
@@ -245,3 +246,11 @@ def test_memory_is_bounded_whatever_the_number_of_addresses() -> None:
     assert len(shared.mailboxes.buckets) <= 250
     assert len(shared.nameplates.held) <= 250
     assert used < 250 * 3 * 1024  # under 1 KiB per tracked address and kind of state
+
+
+def test_only_a_few_refused_sockets_are_answered_at_once() -> None:
+    connections = Limits(LimitSettings()).connections
+    assert [connections.answer_refusal() for _ in range(ANSWERED_REFUSALS + 2)] == (
+        [True] * ANSWERED_REFUSALS + [False, False])
+    connections.answered()
+    assert connections.answer_refusal()

@@ -14,19 +14,32 @@ from wormhole_mailbox.actions import (
     CloseConnection,
     Count,
     Metric,
+    Pause,
     Perform,
     Replayed,
+    ReplayRest,
     Send,
     Subscribe,
     Unsubscribe,
 )
 from wormhole_mailbox.errors import ErrorKind
-from wormhole_mailbox.ops import Bind, Close, ListNameplates, Message, Open, Refused
+from wormhole_mailbox.limits import Limits, LimitSettings
+from wormhole_mailbox.ops import (
+    Allocate,
+    Bind,
+    Claim,
+    Close,
+    ListNameplates,
+    Message,
+    Open,
+    Refused,
+)
 from wormhole_mailbox.session import (
     Session,
     SessionConfig,
     ping_timeout,
     shutting_down,
+    store_failed,
     too_slow,
 )
 
@@ -149,7 +162,7 @@ def test_a_failed_store_op_reports_and_closes_1011(kind: str) -> None:
     session = {"bind": Session(SessionConfig()), "add": opened()}.get(kind) or bound()
     msg = {"type": kind, "appid": "a", "side": "s", "mailbox": "mb", "phase": "p", "body": "b"}
     perform = last_perform(session.receive(json.dumps(msg), NOW))
-    actions = session.failed(perform)
+    actions = store_failed(perform)
     assert errors_of(actions) == [("internal server error", "internal")]
     assert (Unsubscribe() in actions) == (kind == "open")
     assert actions[-2:] == [Count(Metric.DROPPED, "database"),
@@ -181,7 +194,10 @@ def test_connection_troubles_close_without_flushing() -> None:
     ("new", {"type": "bind", "appid": "a", "side": "s", "client_version": "x"},
      "'client_version' must be a list of [implementation, version]", "malformed"),
     ("new", {"type": "bind", "appid": "a\u0000", "side": "s"},
-     "'appid' must not contain NUL characters", "malformed"),
+     "'appid' must not contain control characters", "bad_characters"),
+    ("new", {"type": "bind", "appid": "a" * 257, "side": "s"},
+     "'appid' is too long (at most 256 characters)", "too_long"),
+    ("bound", {"type": "claim", "nameplate": "1" * 41}, "invalid nameplate", "invalid_nameplate"),
     ("bound", {"type": "bind", "appid": "a", "side": "s"}, "already bound", "sequence"),
     ("bound", {"type": "nonsense"}, "unknown type", "unknown_type"),
     ("bound", {"type": "claim", "nameplate": "x"}, "invalid nameplate", "invalid_nameplate"),
@@ -220,3 +236,105 @@ def test_stamp_refusals_are_permission_denied() -> None:
     ((text, kind),) = errors_of(actions)
     assert text.startswith("permission denied: ") and kind == "permission_denied"
     assert not any(isinstance(a, CloseConnection) for a in actions)
+
+
+@pytest.mark.parametrize(("raw", "text", "kind"), [
+    ('{"type": "ping", "ping": 1e400}', "'ping' contains a number out of range", "out_of_range"),
+    ('{"type": "ping", "ping": NaN}', "message is not valid JSON", "malformed"),
+    ('{"type": "ping", "id": ' + "[" * 40 + "]" * 40 + "}",
+     "message is nested too deeply (at most 32 levels)", "too_deep"),
+    ('{"type": "ping", "ping": ' + "9" * 5000 + "}", "'ping' contains a number out of range",
+     "out_of_range"),
+])
+def test_numbers_and_nesting_json_cannot_carry_are_refused_without_an_ack(
+    raw: str, text: str, kind: str,
+) -> None:
+    actions = bound().receive(raw, NOW)
+    assert errors_of(actions) == [(text, kind)]
+    assert Count(Metric.COMMANDS, "invalid") in actions
+    assert not [a for a in actions if isinstance(a, Send) and a.frame["type"] == "ack"]
+
+
+def test_an_add_with_a_long_id_is_refused_naming_the_field() -> None:
+    actions = send(opened(), type="add", phase="p", body="b", id="x" * 300)
+    assert errors_of(actions) == [
+        ("'id' is too long (at most 256 characters as JSON)", "too_long")]
+    assert not [a for a in actions if isinstance(a, Perform)]
+
+
+def quota_sessions(count: int, **limits: Any) -> list[Session]:
+    """Bound sessions of one address sharing `Limits(LimitSettings(**limits))`."""
+    shared = Limits(LimitSettings(**limits))
+    sessions = []
+    for i in range(count):
+        session = Session(SessionConfig(), quota=shared.client("192.0.2.7"))
+        session.complete(last_perform(send(session, type="bind", appid="app", side=f"s{i}")),
+                         None)
+        sessions.append(session)
+    return sessions
+
+
+def test_allocations_past_the_rate_are_refused_and_counted_until_the_bucket_refills() -> None:
+    first, second = quota_sessions(2, allocations_per_minute=1)
+    first.complete(last_perform(send(first, type="allocate")), "4")
+    actions = send(second, type="allocate")
+    text = "too many allocations from your address; try again in a minute"
+    assert errors_of(actions) == [(text, "refused_limit")]
+    assert Count(Metric.REFUSALS, "allocations_rate") in actions
+    assert not [a for a in actions if isinstance(a, Perform)]
+    later = second.receive(json.dumps({"type": "allocate"}), NOW + 60)
+    assert isinstance(last_perform(later).op, Allocate)
+
+
+def test_a_claim_past_the_nameplates_held_is_refused_and_may_be_tried_again() -> None:
+    first, second = quota_sessions(2, nameplates_per_address=1)
+    first.complete(last_perform(send(first, type="claim", nameplate="1")), "mb1")
+    actions = send(second, type="claim", nameplate="2")
+    text = "too many nameplates held by your address; release some or try again later"
+    assert errors_of(actions) == [(text, "refused_limit")]
+    assert Count(Metric.REFUSALS, "nameplates_held") in actions
+    first.complete(last_perform(send(first, type="release")), None)
+    assert last_perform(send(second, type="claim", nameplate="2")).op == Claim(
+        "app", "s1", "2", NOW)
+
+
+def test_nameplates_of_an_ended_connection_count_until_they_would_expire() -> None:
+    first, second = quota_sessions(2, nameplates_per_address=1, nameplate_linger_seconds=600)
+    first.complete(last_perform(send(first, type="allocate")), "4")
+    first.end(NOW)
+    assert errors_of(send(second, type="claim", nameplate="2"))[0][1] == "refused_limit"
+    later = second.receive(json.dumps({"type": "claim", "nameplate": "2"}), NOW + 700)
+    assert isinstance(last_perform(later).op, Claim)
+
+
+def test_opening_mailboxes_past_the_rate_is_refused_without_a_subscription() -> None:
+    first, second = quota_sessions(2, mailboxes_per_minute=1)
+    assert isinstance(last_perform(send(first, type="open", mailbox="m1")).op, Open)
+    actions = send(second, type="open", mailbox="m2")
+    text = "too many new mailboxes from your address; try again in a minute"
+    assert errors_of(actions) == [(text, "refused_limit")]
+    assert not [a for a in actions if isinstance(a, Subscribe | Perform)]
+    assert second.mailbox is None
+
+
+def test_an_open_whose_first_page_is_full_asks_for_the_rest() -> None:
+    session = Session(SessionConfig(replay_page_size=2))
+    session.complete(last_perform(send(session, type="bind", appid="app", side="s1")), None)
+    perform = last_perform(send(session, type="open", mailbox="mb"))
+    page = [Message(seq, "s2", "p", "b", 1.0, None) for seq in (4, 9)]
+    assert session.complete(perform, page)[-1] == ReplayRest(9, (4, 9))
+    short = Session(SessionConfig(replay_page_size=2))
+    short.complete(last_perform(send(short, type="bind", appid="app", side="s1")), None)
+    perform = last_perform(send(short, type="open", mailbox="mb"))
+    assert short.complete(perform, page[:1])[-1] == Replayed((4,))
+
+
+def test_a_client_that_keeps_causing_errors_is_paced() -> None:
+    session = bound()
+    pauses = [[a for a in session.receive("{not json", NOW) if isinstance(a, Pause)]
+              for _ in range(22)]
+    assert pauses[:20] == [[]] * 20  # a burst of 20 errors is free
+    assert pauses[20:] == [[Pause(0.2)], [Pause(0.4)]]
+    later = session.receive("{not json", NOW + 10)  # the budget has refilled meanwhile
+    assert not [a for a in later if isinstance(a, Pause)]
+    assert not [a for a in send(session, type="ping", ping=1) if isinstance(a, Pause)]

@@ -1,7 +1,7 @@
 """What a session asks its connection's shell to do; the shell does it and decides nothing.
 
 Actions are executed in order. A `Perform` is always last: the shell runs the op in the store
-and hands the result back to `Session.complete` (or the failure to `Session.failed`), which
+and hands the result back to `Session.complete` (or the failure to `session.store_failed`), which
 returns the next actions.
 """
 
@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any
 
 from wormhole_mailbox.errors import ErrorKind
+from wormhole_mailbox.limits import REFUSAL_REASONS
 from wormhole_mailbox.ops import Key, Op
 
 Frame = dict[str, Any]
@@ -48,6 +49,23 @@ class Replayed:
 
 
 @dataclass(frozen=True)
+class ReplayRest:
+    """The `open`'s first page was full: stream the rest of the mailbox (messages after seq
+    `after`) from the store, a page at a time as the client reads them, then mark the replay
+    boundary as `Replayed` would, with `seqs` and every seq streamed."""
+
+    after: int
+    seqs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Read nothing more from the client for `seconds` (it keeps sending refused frames)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Perform:
     """Run `op` in the store; `orig` is the command, echoed if it fails."""
 
@@ -69,6 +87,7 @@ class Metric(Enum):
     ERRORS = "errors"
     MOODS = "moods"
     DROPPED = "dropped"
+    REFUSALS = "refusals"
 
 
 @dataclass(frozen=True)
@@ -79,13 +98,14 @@ class Count:
     label: str
 
 
-Action = Send | Subscribe | Unsubscribe | Replayed | Perform | CloseConnection | Count
+Action = (Send | Subscribe | Unsubscribe | Replayed | ReplayRest | Pause | Perform
+          | CloseConnection | Count)
 
 COMMANDS = ("ping", "bind", "list", "allocate", "claim", "release", "open", "add", "close",
             "submit-permissions")
 MOODS = ("happy", "lonely", "errory", "scary", "unwelcome")
 DROP_REASONS = ("handshake_timeout", "too_slow", "ping_timeout", "permission_denied",
-                "database")
+                "database", "command_timeout", "protocol_error", "invalid_utf8", "too_big")
 
 # Every label each counter can carry: client strings never become label values.
 LABELS: dict[Metric, tuple[str, ...]] = {
@@ -93,6 +113,7 @@ LABELS: dict[Metric, tuple[str, ...]] = {
     Metric.ERRORS: tuple(kind.value for kind in ErrorKind),
     Metric.MOODS: (*MOODS, "none", "other"),
     Metric.DROPPED: DROP_REASONS,
+    Metric.REFUSALS: REFUSAL_REASONS,
 }
 
 

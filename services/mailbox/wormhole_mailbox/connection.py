@@ -10,15 +10,14 @@ Nothing here decides protocol: every frame, subscription, close and count comes 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
-from wormhole_common.channels import receive_batch
+from wormhole_common.database import DatabaseUnavailable
 
 from wormhole_mailbox import hashcash
 from wormhole_mailbox.actions import (
@@ -26,24 +25,35 @@ from wormhole_mailbox.actions import (
     CloseConnection,
     Count,
     Frame,
+    Pause,
     Perform,
     Replayed,
+    ReplayRest,
     Send,
     Subscribe,
     Unsubscribe,
 )
-from wormhole_mailbox.addresses import Network, PeerAddress, peer_address
+from wormhole_mailbox.addresses import Network, PeerAddress, is_trusted_proxy, peer_address
 from wormhole_mailbox.batcher import StoreFailed
 from wormhole_mailbox.hub import Hub, Subscriber
+from wormhole_mailbox.limits import Limits, LimitSettings
 from wormhole_mailbox.metrics import MailboxMetrics
-from wormhole_mailbox.ops import Key, Op, Result
-from wormhole_mailbox.session import Session, SessionConfig, ping_timeout, shutting_down, too_slow
+from wormhole_mailbox.ops import Key, Message, Op, Result
+from wormhole_mailbox.outbound import Outbound
+from wormhole_mailbox.session import (
+    Session,
+    SessionConfig,
+    command_timed_out,
+    ping_timeout,
+    replay_failed,
+    shutting_down,
+    store_failed,
+    too_slow,
+)
 
 log = logging.getLogger(__name__)
 
 SERVER_HEADER = b"Magic Wormhole Mailbox (wormhole-stack)"
-OUTBOUND_QUEUE = 4096  # frames waiting for one slow client before it is dropped
-WRITE_BATCH = 64  # frames stamped with one clock reading
 CLOSE_SECONDS = 2  # to write what is queued before a close, and again for the client's answer
 
 
@@ -56,12 +66,10 @@ class Services:
     metrics: MailboxMetrics
     ping_interval: float
     ping_timeout: float
-
-
-def encode(frame: Frame, server_tx: float) -> str:
-    """The frame as JSON text with `server_tx` appended (frames never carry one already)."""
-    text = json.dumps(frame)
-    return f'{text[:-1]}, "server_tx": {server_tx!r}}}'
+    command_timeout: float = 10  # a store op past it: an error, then a 1011 close
+    # the pages of a mailbox after a seq (`replay.pages`), for an `open` whose first page filled
+    replay: Callable[[Key, int], AsyncIterator[list[Message]]] | None = None
+    replay_stall: float = 60  # for the client to read one page of a replay, else too slow
 
 
 class ClientConnection:
@@ -71,11 +79,8 @@ class ClientConnection:
         self.ws = ws
         self.session = session
         self.services = services
-        self._outbound, self._queued = trio.open_memory_channel[Frame](OUTBOUND_QUEUE)
+        self.outbound = Outbound(ws)
         self._subscription: tuple[Key, Subscriber] | None = None
-        self._overflowed = False
-        self._held: list[Frame] | None = None  # frames of the command being executed
-        self._drained = trio.Event()  # the writer has finished
         self._finished = trio.Event()  # `run` has returned
         self._waiting = trio.CancelScope()  # the reader's wait for the next frame
         self._interruption: Sequence[Action] = ()  # for the reader, between commands
@@ -86,7 +91,7 @@ class ClientConnection:
             if await self.execute(welcome):
                 return
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write)
+                nursery.start_soon(self.outbound.write)
                 nursery.start_soon(self._keepalive)
                 try:
                     await self._read()
@@ -94,6 +99,7 @@ class ClientConnection:
                     nursery.cancel_scope.cancel()
         finally:
             self._unsubscribe()
+            self.session.end(time.time())
             self._finished.set()
 
     async def shut_down(self) -> None:
@@ -116,7 +122,7 @@ class ClientConnection:
         for action in actions:
             match action:
                 case Send(frame):
-                    self._queue(frame)
+                    self.outbound.queue(frame)
                 case Count():
                     self.services.metrics.count(action)
                 case Subscribe(key):
@@ -126,6 +132,12 @@ class ClientConnection:
                 case Replayed(seqs):
                     assert self._subscription is not None, "replay without a subscription"
                     self._subscription[1].replayed(seqs)
+                case ReplayRest():
+                    if rest := await self._replay_rest(action):
+                        return await self.execute(rest)
+                case Pause(seconds):
+                    with trio.CancelScope() as self._waiting:  # an interruption ends it
+                        await trio.sleep(seconds)
                 case CloseConnection():
                     await self._close(action)
                     return True
@@ -134,39 +146,28 @@ class ClientConnection:
         return False
 
     async def _perform(self, perform: Perform) -> bool:
-        try:
-            result = await self.services.submit(perform.op)
-        except StoreFailed:
-            return await self.execute(self.session.failed(perform))
-        return await self.execute(self.session.complete(perform, result))
-
-    def _queue(self, frame: Frame) -> None:
-        if self._held is not None:
-            self._held.append(frame)
-            return
-        try:
-            self._outbound.send_nowait(frame)
-        except trio.WouldBlock:
-            self._overflowed = True
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass  # closing: nothing more goes out
+        """Run the op under the command's deadline; then what the session says next."""
+        actions = command_timed_out(perform)
+        with trio.move_on_after(self.services.command_timeout):
+            try:
+                result = await self.services.submit(perform.op)
+            except StoreFailed:
+                actions = store_failed(perform)
+            else:
+                actions = self.session.complete(perform, result)
+        return await self.execute(actions)
 
     async def _execute_command(self, actions: Sequence[Action]) -> bool:
         """`execute`, holding the frames it queues until it is done."""
-        self._held = []
+        self.outbound.hold()
         try:
             return await self.execute(actions)
         finally:
-            self._release()
-
-    def _release(self) -> None:
-        held, self._held = self._held or [], None
-        for frame in held:
-            self._queue(frame)
+            self.outbound.release()
 
     def _subscribe(self, key: Key) -> None:
         self._unsubscribe()
-        subscriber = Subscriber(lambda message: self._queue(message.frame()))
+        subscriber = Subscriber(lambda message: self.outbound.queue(message.frame()))
         self.services.hub.subscribe(key, subscriber)
         self._subscription = (key, subscriber)
 
@@ -176,18 +177,18 @@ class ClientConnection:
             self._subscription = None
 
     async def _close(self, close: CloseConnection) -> None:
-        self._release()
+        self.outbound.release()
         if close.flush:
-            self._outbound.close()
+            self.outbound.close()
             with trio.move_on_after(CLOSE_SECONDS):
-                await self._drained.wait()
+                await self.outbound.drained.wait()
         with trio.move_on_after(CLOSE_SECONDS):  # the client's answer; else the TCP closes
             await self.ws.aclose(close.code, close.reason)
 
     async def _read(self) -> None:
         while True:
             actions: Sequence[Action]
-            if self._overflowed:
+            if self.outbound.overflowed:
                 actions = too_slow()
             elif self._interruption:
                 actions = self._interruption
@@ -204,17 +205,38 @@ class ClientConnection:
             if await self._execute_command(actions):
                 return
 
-    async def _write(self) -> None:
+    async def _replay_rest(self, rest: ReplayRest) -> Sequence[Action]:
+        """Stream the rest of the mailbox with back-pressure: the next page is read from the
+        store only once the writer has sent the previous one, so a replay holds one page
+        whatever the mailbox's size. What to do instead if it cannot finish (else nothing)."""
+        assert self._subscription is not None and self.services.replay is not None
+        key, subscriber = self._subscription
+        seqs = set(rest.seqs)
+        self.outbound.release()  # the ack and the first page go out first
         try:
-            while True:
-                frames = await receive_batch(self._queued, WRITE_BATCH)
-                now = time.time()
-                for frame in frames:
-                    await self.ws.send_message(encode(frame, now))
-        except (trio.EndOfChannel, ConnectionClosed):
-            pass
-        finally:
-            self._drained.set()
+            if not await self._written([]):
+                return self._stalled()
+            async for page in self.services.replay(key, rest.after):
+                seqs.update(m.seq for m in page)
+                if not await self._written([m.frame() for m in page]):
+                    return self._stalled()
+        except DatabaseUnavailable:
+            return replay_failed()
+        subscriber.replayed(seqs)
+        return ()
+
+    def _stalled(self) -> Sequence[Action]:
+        """Why a replay stopped: an interruption, the client gone (the reader finds out),
+        or a client that stopped reading."""
+        return self._interruption or (() if self.outbound.drained.is_set() else too_slow())
+
+    async def _written(self, frames: list[Frame]) -> bool:
+        """`frames` are sent: False if the client does not read them within `replay_stall`
+        seconds, or is gone, or an interruption (a shutdown, a ping timeout) came first."""
+        with trio.CancelScope() as self._waiting:
+            self._waiting.deadline = trio.current_time() + self.services.replay_stall
+            return await self.outbound.written(frames)
+        return False
 
     async def _keepalive(self) -> None:
         while True:
@@ -234,29 +256,50 @@ class ConnectionHandler:
 
     def __init__(
         self, services: Services, config: SessionConfig,
-        trusted_proxies: Sequence[Network] = (),
+        trusted_proxies: Sequence[Network] = (), limits: Limits | None = None,
     ) -> None:
         self.services = services
         self.config = config
         self.trusted_proxies = trusted_proxies
+        self.limits = limits if limits is not None else Limits(LimitSettings())
         self.spent = hashcash.SpentStamps()  # shared: a stamp is spent for every connection
         self.connections: set[ClientConnection] = set()
 
-    async def __call__(self, request: WebSocketRequest, peer: PeerAddress) -> None:
+    async def __call__(
+        self, request: WebSocketRequest, peer: PeerAddress,
+    ) -> WebSocketConnection | None:
+        """Serve the upgrade; the connection (closed by now) if it was accepted."""
         # trio-websocket swallows a handler's exception silently; a bug must at least be logged.
         try:
-            await self._serve(request, peer)
+            return await self._serve(request, peer)
         except Exception:
             log.exception("connection handler failed")
+            return None
 
-    async def _serve(self, request: WebSocketRequest, peer: PeerAddress) -> None:
+    async def _serve(
+        self, request: WebSocketRequest, peer: PeerAddress,
+    ) -> WebSocketConnection | None:
         if request.path.rstrip("/") != "/v1":
             await request.reject(404, body=b"Not Found\n")
-            return
+            return None
+        address = peer_address(peer.host, peer.port, request.headers, self.trusted_proxies)
+        if not is_trusted_proxy(peer.host, self.trusted_proxies):  # admitted at accept
+            return await self._serve_admitted(request, address)
+        if refusal := self.limits.connections.admit(address.host):
+            self.services.metrics.refusals[refusal.reason].inc()
+            await request.reject(503, body=refusal.text.encode() + b"\n")
+            return None
+        try:
+            return await self._serve_admitted(request, address)
+        finally:
+            self.limits.connections.leave(address.host)
+
+    async def _serve_admitted(
+        self, request: WebSocketRequest, address: PeerAddress,
+    ) -> WebSocketConnection:
         ws = await request.accept(extra_headers=[(b"Server", SERVER_HEADER)])
         self.services.metrics.connections["websocket"].inc()
-        address = peer_address(peer.host, peer.port, request.headers, self.trusted_proxies)
-        session = Session(self.config, spent=self.spent)
+        session = Session(self.config, spent=self.spent, quota=self.limits.client(address.host))
         connection = ClientConnection(ws, session, self.services)
         self.connections.add(connection)
         try:
@@ -265,3 +308,4 @@ class ConnectionHandler:
             self.connections.discard(connection)
             with trio.move_on_after(CLOSE_SECONDS):
                 await ws.aclose()
+        return ws

@@ -11,6 +11,11 @@ from enum import StrEnum
 
 class ErrorKind(StrEnum):
     MALFORMED = "malformed"  # not JSON, not an object, a field missing or of the wrong type
+    TOO_DEEP = "too_deep"  # a frame nested deeper than the protocol allows
+    OUT_OF_RANGE = "out_of_range"  # a number JSON cannot represent (1e400, 5000 digits)
+    TOO_LONG = "too_long"  # a field longer than its limit
+    BAD_CHARACTERS = "bad_characters"  # control characters, NUL, lone surrogates in a field
+    REFUSED_LIMIT = "refused_limit"  # a quota of the client's address (limits.py)
     UNBOUND = "unbound"  # a command before `bind`
     UNKNOWN_TYPE = "unknown_type"
     SEQUENCE = "sequence"  # a command out of order or repeated (only one claim, ...)
@@ -22,7 +27,8 @@ class ErrorKind(StrEnum):
     GONE = "gone"  # an `add` to a mailbox that was retired
     FULL = "full"  # an `add` past the mailbox's message or byte limit
     INTERNAL = "internal"  # the database failed
-    OTHER = "other"  # a refusal the store passed on that this set does not name
+    TIMEOUT = "timeout"  # the database did not answer within the command's deadline
+    OTHER = "other"  # a refusal text the SQL functions returned that this set does not name
 
 
 class ProtocolError(Exception):
@@ -32,3 +38,11 @@ class ProtocolError(Exception):
         super().__init__(text)
         self.kind = kind
         self.text = text
+
+
+class LimitRefused(ProtocolError):
+    """A command a quota of the client's address refuses; `reason` is its metric label."""
+
+    def __init__(self, reason: str, text: str) -> None:
+        super().__init__(ErrorKind.REFUSED_LIMIT, text)
+        self.reason = reason

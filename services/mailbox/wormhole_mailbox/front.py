@@ -2,37 +2,85 @@
 get a tiny answer (`GET /` is a liveness page, spec 1.1).
 
 trio-websocket answers any non-upgrade request with 400 before a handler sees it, so the
-request head is read here first and replayed to it through `ReplayStream`.
+request head is read here first and handed to it through `wsguard.GuardedStream`, which also
+sends the close frames trio-websocket leaves out (1002, 1007) and refuses a frame announcing
+more than `MAX_MESSAGE_BYTES` at its header (1009).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
-from trio_websocket import WebSocketRequest, wrap_server_stream
+from trio_websocket import WebSocketConnection, WebSocketRequest, wrap_server_stream
 from wormhole_common.http import read_head, request_line, response
+from wormhole_common.wsguard import INVALID_PAYLOAD, PROTOCOL_ERROR, TOO_BIG, GuardedStream
 
-from wormhole_mailbox.addresses import PeerAddress
+from wormhole_mailbox.addresses import Network, PeerAddress, is_trusted_proxy
+from wormhole_mailbox.limits import Connections, Refusal
 from wormhole_mailbox.metrics import MailboxMetrics
 
 LIVENESS_BODY = b"Wormhole Relay\n"
 MAX_MESSAGE_BYTES = 1 << 20
 HANDSHAKE_SECONDS = 10  # to send a request head, and again to complete the upgrade
+REFUSAL_SECONDS = 1  # to send a refused client its request head and read our 503
 
-WebSocketHandler = Callable[[WebSocketRequest, PeerAddress], Awaitable[None]]
+# Serves an upgrade; returns the connection it accepted, if any, once that has ended.
+WebSocketHandler = Callable[[WebSocketRequest, PeerAddress],
+                            Awaitable[WebSocketConnection | None]]
+# Close frames the guard sent on the library's behalf, as `connections_dropped_total` reasons.
+GUARD_CLOSES = {PROTOCOL_ERROR: "protocol_error", INVALID_PAYLOAD: "invalid_utf8",
+                TOO_BIG: "too_big"}
 
 
 async def serve_socket(
     stream: trio.SocketStream, handle: WebSocketHandler, metrics: MailboxMetrics,
+    connections: Connections, trusted_proxies: Sequence[Network] = (),
 ) -> None:
-    """An accepted TCP connection, served by `serve_stream`."""
-    try:
-        host, port = stream.socket.getpeername()[:2]
-    except OSError:  # the client is gone already
-        await trio.aclose_forcefully(stream)
+    """An accepted TCP connection, admitted (`limits.Connections`: in total, then per address
+    for a direct client, before any byte is read) and served by `serve_stream`."""
+    if refusal := connections.accept():
+        await refuse(stream, refusal, metrics, connections)
         return
-    await serve_stream(stream, PeerAddress(str(host), int(port)), handle, metrics)
+    try:
+        try:
+            host, port = stream.socket.getpeername()[:2]
+        except OSError:  # the client is gone already
+            await trio.aclose_forcefully(stream)
+            return
+        peer = PeerAddress(str(host), int(port))
+        if is_trusted_proxy(peer.host, trusted_proxies):  # counted once the head names it
+            await serve_stream(stream, peer, handle, metrics)
+            return
+        if refusal := connections.admit(peer.host):
+            await refuse(stream, refusal, metrics, connections)
+            return
+        try:
+            await serve_stream(stream, peer, handle, metrics)
+        finally:
+            connections.leave(peer.host)
+    finally:
+        connections.closed()
+
+
+async def refuse(
+    stream: trio.SocketStream, refusal: Refusal, metrics: MailboxMetrics,
+    connections: Connections,
+) -> None:
+    """A 503 with the refusal's text, counted. The request head is read first (briefly), so
+    closing does not reset the connection under the client before it reads the answer; in a
+    flood, past `ANSWERED_REFUSALS` at once, the socket is just closed."""
+    metrics.refusals[refusal.reason].inc()
+    if connections.answer_refusal():
+        try:
+            with trio.move_on_after(REFUSAL_SECONDS):
+                await read_head(stream)
+                await stream.send_all(response(503, refusal.text.encode() + b"\n"))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            connections.answered()
+    await trio.aclose_forcefully(stream)
 
 
 async def serve_stream(
@@ -40,56 +88,47 @@ async def serve_stream(
     metrics: MailboxMetrics,
 ) -> None:
     """One connection: a WebSocket upgrade goes to `handle`, a plain request is answered."""
-    head: bytes | None = None
     try:
+        head: bytes | None = None
         with trio.move_on_after(HANDSHAKE_SECONDS) as handshake:
             head = await read_head(stream)
             if head is not None and not is_upgrade(head):
                 metrics.connections["http"].inc()
                 await stream.send_all(plain_response(head))
                 head = None
-        if head is None:
-            if handshake.cancelled_caught:
-                metrics.dropped["handshake_timeout"].inc()
-            return
-        async with trio.open_nursery() as nursery:
-            request: WebSocketRequest | None = None
-            with trio.move_on_after(HANDSHAKE_SECONDS):
-                request = await wrap_server_stream(
-                    nursery, ReplayStream(stream, head), max_message_size=MAX_MESSAGE_BYTES
-                )
-            if request is None:
-                metrics.dropped["handshake_timeout"].inc()
-            else:
-                await handle(request, peer)
-            nursery.cancel_scope.cancel()
+        if head is not None:
+            await serve_websocket(GuardedStream(stream, MAX_MESSAGE_BYTES, head), peer, handle,
+                                  metrics)
+        elif handshake.cancelled_caught:
+            metrics.dropped["handshake_timeout"].inc()
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     finally:
         await trio.aclose_forcefully(stream)
 
 
-class ReplayStream(trio.abc.Stream):
-    """A stream whose first bytes were already read: they come back first."""
-
-    def __init__(self, stream: trio.abc.Stream, head: bytes) -> None:
-        self._stream = stream
-        self._head = head
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._head:
-            data, self._head = self._head, b""
-            return data
-        return bytes(await self._stream.receive_some(max_bytes))
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
+async def serve_websocket(
+    guarded: GuardedStream, peer: PeerAddress, handle: WebSocketHandler,
+    metrics: MailboxMetrics,
+) -> None:
+    """The upgrade through trio-websocket, then the close frame the client is still owed."""
+    code: int | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            request: WebSocketRequest | None = None
+            with trio.move_on_after(HANDSHAKE_SECONDS):
+                request = await wrap_server_stream(
+                    nursery, guarded, max_message_size=MAX_MESSAGE_BYTES)
+            if request is None:
+                metrics.dropped["handshake_timeout"].inc()
+            else:
+                ws = await handle(request, peer)
+                code = ws.closed.code if ws is not None and ws.closed is not None else None
+            nursery.cancel_scope.cancel()
+    finally:
+        sent = await guarded.finish(code)
+        if sent is not None and sent.code in GUARD_CLOSES:
+            metrics.dropped[GUARD_CLOSES[sent.code]].inc()
 
 
 def is_upgrade(head: bytes) -> bool:

@@ -18,6 +18,15 @@ from dataclasses import dataclass, field
 
 from wormhole_common.fdlimit import MEMORY_CEILING
 
+# A connection may cause this many `error` replies at once, then this many a second: honest
+# clients never cause more than a couple; a hostile one is slowed to the pace of an honest one.
+ERROR_BURST = 20
+ERRORS_PER_SECOND = 5
+
+# Refused sockets answered with a 503 at once (each holds a descriptor for up to a second);
+# past this many, more are closed without an answer, so a flood cannot use up descriptors.
+ANSWERED_REFUSALS = 16
+
 REFUSAL_REASONS = ("connections_total", "connections_per_address", "allocations_rate",
                    "mailboxes_rate", "nameplates_held")
 
@@ -77,6 +86,18 @@ class Connections:
         self.settings = settings
         self.total = 0
         self.per_key: Counter[str] = Counter()
+        self.answering = 0  # refused sockets being answered now
+
+    def answer_refusal(self) -> bool:
+        """Whether a refused socket may be answered (then call `answered()`), or must just
+        be closed."""
+        if self.answering >= ANSWERED_REFUSALS:
+            return False
+        self.answering += 1
+        return True
+
+    def answered(self) -> None:
+        self.answering -= 1
 
     def accept(self) -> Refusal | None:
         """A socket was accepted; on None the caller must call `closed()` when it is gone."""
@@ -242,6 +263,17 @@ class ClientQuota:
         self.key = key
         self.names: set[str] = set()  # nameplates this connection holds
         self.mailboxes: set[str] = set()  # mailboxes its claims returned
+        self.errors = _Bucket(ERROR_BURST, 0.0)  # errors it may still cause without a pause
+
+    def erred(self, now: float) -> float:
+        """The connection caused an `error` reply: how long to read nothing more from it
+        (0: no pause)."""
+        errors = self.errors
+        errors.tokens = min(ERROR_BURST,
+                            errors.tokens + max(0.0, now - errors.stamp) * ERRORS_PER_SECOND)
+        errors.stamp = now
+        errors.tokens -= 1
+        return max(0.0, -errors.tokens / ERRORS_PER_SECOND)
 
     def allocate(self, now: float) -> Refusal | None:
         if self.limits.nameplates.full(self.key, now):

@@ -54,9 +54,31 @@ class MailboxMetrics:
             registry, "commands_total",
             "Client frames by command type (other: unknown type, invalid: not a JSON object"
             " with a type).", "type", LABELS[Metric.COMMANDS])
+        self.refusals = _labelled(
+            registry, "refusals_total",
+            "Connections and commands refused by a limit or quota, by reason.", "reason",
+            LABELS[Metric.REFUSALS])
         self.errors = _labelled(
             registry, "errors_total", "Error frames sent to clients, by kind.", "kind",
             LABELS[Metric.ERRORS])
+        self._add_usage_metrics(registry)
+        self.messages = Counter(
+            f"{p}_messages_relayed_total",
+            "Messages stored and forwarded to the mailbox's subscribers.", registry=registry)
+        self.prune_runs = _labelled(
+            registry, "prune_runs_total",
+            "Pruning runs by outcome: ran, skipped (another process held the lock), failed.",
+            "outcome", ("ran", "skipped", "failed"))
+        self.pruned = _labelled(
+            registry, "pruned_total", "What pruning removed, by kind (nameplates, mailboxes).",
+            "kind", ("nameplates", "mailboxes"))
+        self._counters = {Metric.COMMANDS: self.commands, Metric.ERRORS: self.errors,
+                          Metric.MOODS: self.moods, Metric.DROPPED: self.dropped,
+                          Metric.REFUSALS: self.refusals}
+
+    def _add_usage_metrics(self, registry: CollectorRegistry) -> None:
+        """What the database holds and what retired channels were like."""
+        p = PREFIX
         self.nameplates_in_use = Gauge(
             f"{p}_nameplates_in_use",
             "Nameplates in the database at the last scrape (shared by all replicas).",
@@ -83,18 +105,6 @@ class MailboxMetrics:
             f"{p}_channel_lifetime_seconds",
             "Time from a mailbox's first side to its retirement.", buckets=HUMAN_BUCKETS,
             registry=registry)
-        self.messages = Counter(
-            f"{p}_messages_relayed_total",
-            "Messages stored and forwarded to the mailbox's subscribers.", registry=registry)
-        self.prune_runs = _labelled(
-            registry, "prune_runs_total",
-            "Pruning runs by outcome: ran, skipped (another process held the lock), failed.",
-            "outcome", ("ran", "skipped", "failed"))
-        self.pruned = _labelled(
-            registry, "pruned_total", "What pruning removed, by kind (nameplates, mailboxes).",
-            "kind", ("nameplates", "mailboxes"))
-        self._counters = {Metric.COMMANDS: self.commands, Metric.ERRORS: self.errors,
-                          Metric.MOODS: self.moods, Metric.DROPPED: self.dropped}
 
     def watch_connections(self, count: Callable[[], int]) -> None:
         self.connections_open.set_function(lambda: float(count()))

@@ -15,6 +15,7 @@ from functools import partial
 
 import trio
 from wormhole_common.database import Database
+from wormhole_common.fdlimit import ADDRESSES_SERVED, connection_limits, raise_open_file_limit
 from wormhole_common.observability import MetricsEndpoint
 
 from wormhole_mailbox.batcher import Batcher
@@ -23,8 +24,11 @@ from wormhole_mailbox.delivery import RemoteDelivery, local_delivery
 from wormhole_mailbox.front import serve_socket
 from wormhole_mailbox.gauges import refresh_in_use
 from wormhole_mailbox.hub import Hub
+from wormhole_mailbox.limits import Limits, LimitSettings
 from wormhole_mailbox.metrics import MailboxMetrics
 from wormhole_mailbox.prune_loop import PruneLoop, PruneSettings
+from wormhole_mailbox.replay import DEFAULT_PAGE_SIZE as REPLAY_PAGE_SIZE
+from wormhole_mailbox.replay import pages as replay_pages
 from wormhole_mailbox.session import SessionConfig
 from wormhole_mailbox.settings import MailboxSettings
 from wormhole_mailbox.store import Store
@@ -41,7 +45,9 @@ class MailboxServer:
             db.observer = metrics.database
         self.hub = Hub()
         self.server_id = secrets.token_hex(8)
-        store = Store(blur_seconds=settings.blur_usage_seconds, origin=self.server_id)
+        store = Store(blur_seconds=settings.blur_usage_seconds, origin=self.server_id,
+                      max_messages=settings.mailbox_max_messages,
+                      max_bytes=settings.mailbox_max_bytes, open_page_size=REPLAY_PAGE_SIZE)
         self.batcher = Batcher(db, store, on_message=local_delivery(self.hub, metrics.messages),
                                on_usage=metrics.usage)
         self.delivery = RemoteDelivery(db, self.hub, self.server_id)
@@ -53,13 +59,18 @@ class MailboxServer:
             hub=self.hub, submit=self.batcher.submit, metrics=metrics,
             ping_interval=settings.websocket_ping_interval_seconds,
             ping_timeout=settings.websocket_ping_timeout_seconds,
+            command_timeout=settings.command_timeout_seconds,
+            replay=lambda key, after: replay_pages(db, *key, after=after,
+                                                   page_size=REPLAY_PAGE_SIZE),
         )
         config = SessionConfig(
             motd=settings.motd, advertise_version=settings.advertise_version,
             signal_error=settings.signal_error, hashcash_bits=settings.hashcash,
-            allow_list=settings.allow_list,
+            allow_list=settings.allow_list, replay_page_size=REPLAY_PAGE_SIZE,
         )
-        self.handler = ConnectionHandler(services, config, settings.trusted_proxies)
+        self.limits = open_limits(settings)
+        self.handler = ConnectionHandler(services, config, settings.trusted_proxies,
+                                         self.limits)
         self.port: int | None = None  # while accepting connections
         metrics.watch_connections(lambda: len(self.handler.connections))
         self.endpoint = MetricsEndpoint(
@@ -103,7 +114,9 @@ class MailboxServer:
         if listeners is None:
             listeners = await trio.open_tcp_listeners(self.settings.port, host=self.settings.host)
         self.port = listeners[0].socket.getsockname()[1]
-        handle = partial(serve_socket, handle=self.handler, metrics=self.metrics)
+        handle = partial(serve_socket, handle=self.handler, metrics=self.metrics,
+                         connections=self.limits.connections,
+                         trusted_proxies=self.settings.trusted_proxies)
         try:
             with trio.CancelScope() as accepting:
                 log.info("mailbox listening on %s:%s (/v1)", self.settings.host, self.port)
@@ -128,3 +141,23 @@ class MailboxServer:
             return False
         await self.db.ping()
         return True
+
+
+def open_limits(settings: MailboxSettings) -> Limits:
+    """Raise the open-file limit to the hard limit (as the relay does) and size this process's
+    limits from what it got: connections leave descriptors for the database, the listeners
+    and `/metrics`, and one address may take at most a quarter of them."""
+    open_files = raise_open_file_limit()
+    sized = connection_limits(open_files, database_connections=settings.database_pool_size + 1,
+                              per_address=settings.max_connections_per_ip)
+    total = settings.max_connections or sized.total
+    return Limits(LimitSettings(
+        max_connections=total,
+        max_connections_per_address=min(settings.max_connections_per_ip,
+                                        max(1, total // ADDRESSES_SERVED)),
+        allocations_per_minute=settings.allocations_per_minute,
+        mailboxes_per_minute=settings.new_mailboxes_per_minute,
+        nameplates_per_address=settings.nameplates_per_ip,
+        nameplate_linger_seconds=settings.channel_expiry_seconds
+        + settings.prune_interval_seconds,
+    ))

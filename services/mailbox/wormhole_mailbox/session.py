@@ -4,7 +4,7 @@ Every decision about a connection is made here and returned as actions (`actions
 shell to execute: which frames to send, when to subscribe to a mailbox and where its replay
 ends, which op to run in the store, when to close and with which code, what to count.
 `Session.receive(raw, now)` takes one inbound frame; when the store answers an op,
-`Session.complete` (or `Session.failed`) gives the rest. Nothing here touches a socket, a
+`Session.complete` (or `store_failed`) gives the rest. Nothing here touches a socket, a
 database or a clock.
 """
 
@@ -20,8 +20,10 @@ from wormhole_mailbox.actions import (
     Count,
     Frame,
     Metric,
+    Pause,
     Perform,
     Replayed,
+    ReplayRest,
     Send,
     Subscribe,
     Unsubscribe,
@@ -30,16 +32,8 @@ from wormhole_mailbox.actions import (
 )
 from wormhole_mailbox.addresses import PeerAddress
 from wormhole_mailbox.allocation import is_valid_nameplate
-from wormhole_mailbox.errors import ErrorKind, ProtocolError
-from wormhole_mailbox.fields import (
-    client_version,
-    decode,
-    error_frame,
-    malformed,
-    optional_string,
-    storable_json,
-    string,
-)
+from wormhole_mailbox.errors import ErrorKind, LimitRefused, ProtocolError
+from wormhole_mailbox.limits import ClientQuota, Limits, LimitSettings, Refusal
 from wormhole_mailbox.ops import (
     Add,
     Allocate,
@@ -53,8 +47,21 @@ from wormhole_mailbox.ops import (
     Release,
     Result,
 )
+from wormhole_mailbox.validation import (
+    FrameRefused,
+    check_string,
+    client_version,
+    decode_frame,
+    error_frame,
+    malformed,
+    message_id,
+    optional,
+    present,
+    required,
+)
 
 PERMISSION_DENIED = "permission denied"
+COMMAND_TIMED_OUT = "command timed out"
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class SessionConfig:
     signal_error: str | None = None
     hashcash_bits: int | None = None  # None: no permission step
     allow_list: bool = True  # False: `list` answers an empty list without asking the store
+    replay_page_size: int | None = None  # the store's `open` returns at most this many
 
 
 def welcome_frame(config: SessionConfig, resource: str | None, address: PeerAddress) -> Frame:
@@ -95,6 +103,7 @@ def _check_stamp(
     stamp = msg.get("stamp")
     if method != "hashcash" or not isinstance(stamp, str):
         raise ProtocolError(ErrorKind.PERMISSION_DENIED, PERMISSION_DENIED)
+    check_string(stamp, "stamp")
     assert config.hashcash_bits is not None and resource is not None
     try:
         hashcash.check_stamp(stamp, resource=resource, bits=config.hashcash_bits, now=now)
@@ -112,20 +121,18 @@ class Session:
 
     def __init__(
         self, config: SessionConfig, *, resource: str | None = None,
-        spent: hashcash.SpentStamps | None = None,
+        spent: hashcash.SpentStamps | None = None, quota: ClientQuota | None = None,
     ) -> None:
         self.config = config
+        self.quota = quota or Limits(LimitSettings()).client("unknown")  # the defaults, alone
         self.resource = resource or (hashcash.new_resource() if config.hashcash_bits else None)
         self.spent = spent if spent is not None else hashcash.SpentStamps()
         self.permitted = config.hashcash_bits is None
         self.app: str | None = None
         self.side: str | None = None
-        self.did_allocate = False
-        self.did_claim = False
+        self.did_allocate = self.did_claim = self.did_release = self.did_close = False
         self.claimed: str | None = None
-        self.did_release = False
         self.mailbox: str | None = None  # the open handle
-        self.did_close = False
 
     def start(self, address: PeerAddress) -> list[Action]:
         """The welcome, first thing on a new connection."""
@@ -134,21 +141,24 @@ class Session:
     # -- inbound frames ------------------------------------------------------------------------
 
     def receive(self, raw: str | bytes, now: float) -> list[Action]:
+        """One inbound frame; a client that keeps sending refused ones is slowed (`Pause`)."""
+        return paced(self._receive(raw, now), self.quota, now)
+
+    def _receive(self, raw: str | bytes, now: float) -> list[Action]:
         try:
-            msg = decode(raw)
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
-            return _invalid("message is not valid JSON", text)
-        if not isinstance(msg, dict):
-            return _invalid("message must be a JSON object", msg)
+            msg = decode_frame(raw)
+        except FrameRefused as exc:
+            return _invalid(exc.kind, exc.text, exc.orig)
         if "type" not in msg:
-            return _invalid("missing 'type'", msg)
+            return _invalid(ErrorKind.MALFORMED, "missing 'type'", msg)
         actions: list[Action] = [Count(Metric.COMMANDS, command_label(msg["type"])),
                                  Send({"type": "ack", "id": msg.get("id")})]
         try:
             actions += self._dispatch(msg, now)
         except ProtocolError as exc:
             actions += error(exc.kind, exc.text, msg)
+            if isinstance(exc, LimitRefused):
+                actions.append(Count(Metric.REFUSALS, exc.reason))
         return actions
 
     def _dispatch(self, msg: Frame, now: float) -> list[Action]:
@@ -175,6 +185,7 @@ class Session:
         if kind == "allocate":
             if self.did_allocate:
                 raise _sequence("you already allocated one, don't be greedy")
+            _allowed(self.quota.allocate(now))
             return [Perform(Allocate(app, side, now), msg)]
         if kind == "claim":
             return [Perform(self._claim(msg, now), msg)]
@@ -183,12 +194,15 @@ class Session:
         if kind == "open":
             if self.mailbox is not None:
                 raise _sequence("only one open per connection")
-            mailbox = string(msg, "mailbox", "open requires 'mailbox'")
+            mailbox = required(msg, "mailbox", "open requires 'mailbox'")
+            _allowed(self.quota.open(mailbox, now))
             return [Subscribe((app, mailbox)), Perform(Open(app, side, mailbox, now), msg)]
         if kind == "add":
             return [Perform(self._add(msg, now), msg)]
         if kind == "close":
             close = self._close(msg, now)
+            if close.implicit_open:
+                _allowed(self.quota.open(close.mailbox, now))
             return [Count(Metric.MOODS, mood_label(close.mood)), Unsubscribe(),
                     Perform(close, msg)]
         raise ProtocolError(ErrorKind.UNKNOWN_TYPE, "unknown type")
@@ -196,8 +210,8 @@ class Session:
     def _bind(self, msg: Frame, now: float) -> list[Action]:
         if self.app is not None:
             raise _sequence("already bound")
-        app = string(msg, "appid", "bind requires 'appid'")
-        side = string(msg, "side", "bind requires 'side'")
+        app = required(msg, "appid", "bind requires 'appid'")
+        side = required(msg, "side", "bind requires 'side'")
         implementation, version = client_version(msg)
         if not self.permitted:
             return [*error(ErrorKind.PERMISSION_DENIED, PERMISSION_DENIED, msg),
@@ -208,21 +222,24 @@ class Session:
 
     def _claim(self, msg: Frame, now: float) -> Claim:
         assert self.app is not None and self.side is not None
-        name = string(msg, "nameplate", "claim requires 'nameplate'")
+        name = present(msg, "nameplate", "claim requires 'nameplate'")
         if self.did_claim:
             raise _sequence("only one claim per connection")
         # Set before validation: a failed claim still uses up the connection's one claim.
         self.did_claim = True
         self.claimed = name
-        if not is_valid_nameplate(name):
+        if not is_valid_nameplate(check_string(name, "nameplate")):
             raise ProtocolError(ErrorKind.INVALID_NAMEPLATE, "invalid nameplate")
+        if refusal := self.quota.claim(name, now):
+            self.did_claim, self.claimed = False, None  # refused by a quota: it did not happen
+            _allowed(refusal)
         return Claim(self.app, self.side, name, now)
 
     def _release(self, msg: Frame, now: float) -> Release:
         assert self.app is not None and self.side is not None
         if self.did_release:
             raise _sequence("only one release per connection")
-        name = optional_string(msg, "nameplate")
+        name = optional(msg, "nameplate")
         if name is not None:
             if self.claimed is not None and name != self.claimed:
                 raise _sequence("release and claim must use same nameplate")
@@ -236,17 +253,16 @@ class Session:
         assert self.app is not None and self.side is not None
         if self.mailbox is None:
             raise _sequence("must open mailbox before adding")
-        phase = string(msg, "phase", "missing 'phase'")
-        body = string(msg, "body", "missing 'body'")
-        msg_id = storable_json(msg.get("id"), "id")
-        return Add(self.app, self.side, self.mailbox, phase, body, now, msg_id)
+        phase = required(msg, "phase", "missing 'phase'")
+        body = required(msg, "body", "missing 'body'")
+        return Add(self.app, self.side, self.mailbox, phase, body, now, message_id(msg))
 
     def _close(self, msg: Frame, now: float) -> Close:
         assert self.app is not None and self.side is not None
         if self.did_close:
             raise _sequence("only one close per connection")
-        mailbox = optional_string(msg, "mailbox")
-        mood = optional_string(msg, "mood")
+        mailbox = optional(msg, "mailbox")
+        mood = optional(msg, "mood")
         if mailbox is not None:
             if self.mailbox is not None and mailbox != self.mailbox:
                 raise _sequence("open and close must use same mailbox")
@@ -270,31 +286,61 @@ class Session:
         if isinstance(op, Allocate):
             assert isinstance(result, str)
             self.did_allocate = True
+            self.quota.holding(result)
             return [Send({"type": "allocated", "nameplate": result})]
         if isinstance(op, Claim):
             assert isinstance(result, str)
+            self.quota.holding(op.nameplate, result)
             return [Send({"type": "claimed", "mailbox": result})]
         if isinstance(op, Release):
             self.did_release = True
+            self.quota.released(op.nameplate)
             return [Send({"type": "released"})]
         if isinstance(op, Open):
             self.mailbox = op.mailbox
             assert isinstance(result, list)
             messages = [m for m in result if isinstance(m, Message)]
-            return [*(Send(m.frame()) for m in messages),
-                    Replayed(tuple(m.seq for m in messages))]
+            seqs = tuple(m.seq for m in messages)
+            page = self.config.replay_page_size
+            boundary: Action = (ReplayRest(messages[-1].seq, seqs)
+                                if page is not None and len(messages) >= page
+                                else Replayed(seqs))
+            return [*(Send(m.frame()) for m in messages), boundary]
         if isinstance(op, Close):
             self.did_close = True
             self.mailbox = None
             return [Send({"type": "closed"})]
         return []  # bind; an added message comes back through the subscription
 
-    def failed(self, perform: Perform) -> list[Action]:
-        """The store could not execute `perform.op`: report it and give up the connection."""
-        unsubscribe: list[Action] = [Unsubscribe()] if isinstance(perform.op, Open) else []
-        return [*unsubscribe, *error(ErrorKind.INTERNAL, "internal server error", perform.orig),
-                Count(Metric.DROPPED, "database"),
-                CloseConnection(1011, "database unavailable", flush=True)]
+    def end(self, now: float) -> None:
+        """The connection is gone: nameplates it still holds count against its address until
+        they would have expired."""
+        self.quota.close(now)
+
+
+
+def store_failed(perform: Perform) -> list[Action]:
+    """The store could not execute `perform.op`: report it and give up the connection."""
+    unsubscribe: list[Action] = [Unsubscribe()] if isinstance(perform.op, Open) else []
+    return [*unsubscribe, *error(ErrorKind.INTERNAL, "internal server error", perform.orig),
+            Count(Metric.DROPPED, "database"),
+            CloseConnection(1011, "database unavailable", flush=True)]
+
+
+def command_timed_out(perform: Perform) -> list[Action]:
+    """The store did not answer within the command's deadline: say so and close, since the
+    op may still take effect later (the client reconnects and finds out)."""
+    unsubscribe: list[Action] = [Unsubscribe()] if isinstance(perform.op, Open) else []
+    return [*unsubscribe, *error(ErrorKind.TIMEOUT, COMMAND_TIMED_OUT, perform.orig),
+            Count(Metric.DROPPED, "command_timeout"),
+            CloseConnection(1011, COMMAND_TIMED_OUT, flush=True)]
+
+
+def replay_failed() -> list[Action]:
+    """The store failed while the rest of a mailbox was being replayed."""
+    return [Unsubscribe(), Count(Metric.DROPPED, "database"),
+            CloseConnection(1011, "database unavailable", flush=True)]
+
 
 def too_slow() -> list[Action]:
     """The client let its queue of outbound frames fill up."""
@@ -313,6 +359,21 @@ def shutting_down() -> list[Action]:
     return [CloseConnection(1001, "server shutting down", flush=False)]
 
 
-def _invalid(text: str, orig: Any) -> list[Action]:
+def paced(actions: list[Action], quota: ClientQuota, now: float) -> list[Action]:
+    """`actions`, and a `Pause` if they answer with an error past the connection's budget."""
+    if any(isinstance(a, Count) and a.metric is Metric.ERRORS for a in actions) and (
+            seconds := quota.erred(now)):
+        return [*actions, Pause(seconds)]
+    return actions
+
+
+def _allowed(refusal: Refusal | None) -> None:
+    """Raises if a quota of the client's address refused the command: the client gets an
+    error, counted by reason, and the connection stays usable."""
+    if refusal is not None:
+        raise LimitRefused(refusal.reason, refusal.text)
+
+
+def _invalid(kind: ErrorKind, text: str, orig: Any) -> list[Action]:
     """A frame that is not a command at all: no ack, an error."""
-    return [Count(Metric.COMMANDS, "invalid"), *error(ErrorKind.MALFORMED, text, orig)]
+    return [Count(Metric.COMMANDS, "invalid"), *error(kind, text, orig)]

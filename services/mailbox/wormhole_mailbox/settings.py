@@ -51,6 +51,38 @@ class MailboxSettings(ServiceSettings):
         description="worker processes sharing the port (default: the CPUs available; 1: one"
                     " process)")
 
+    # -- limits and quotas (issue 10): per process; the address is the trusted proxy's --------
+    max_connections: Annotated[int | None, EmptyIsUnset] = Field(
+        default=None, ge=1,
+        description="Open connections at most; unset: sized from the open-file limit (the"
+        " limit minus a reserve for the database pool, listeners and /metrics, at most 10,000)")
+    max_connections_per_ip: int = Field(
+        default=250, ge=1,
+        description="Open connections from one address (an IPv6 /64) at most; capped at a"
+        " quarter of MAILBOX_MAX_CONNECTIONS so other addresses are still served")
+    allocations_per_minute: float = Field(
+        default=60, gt=0,
+        description="Nameplate allocations per address and minute (also the burst)")
+    new_mailboxes_per_minute: float = Field(
+        default=60, gt=0,
+        description="New mailboxes (a claim of a nameplate the connection did not allocate,"
+        " or an open of a mailbox its claim did not return) per address and minute")
+    mailbox_max_messages: int = Field(
+        default=1000, ge=1,
+        description="Messages one mailbox holds at most; an add past it gets 'mailbox is full'")
+    mailbox_max_bytes: int = Field(
+        default=4 << 20, ge=1,
+        description="Octets of message bodies one mailbox holds at most (default 4 MiB); an"
+        " add past it gets 'mailbox is full'")
+    command_timeout_seconds: float = Field(
+        default=10, gt=0,
+        description="Deadline of one command's store op; past it the client gets an error"
+        " and the connection is closed (1011)")
+    nameplates_per_ip: int = Field(
+        default=100, ge=1,
+        description="Nameplates one address may hold at once (allocated or claimed, until"
+        " released or expired)")
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _parse_networks(cls, value: object) -> object:

@@ -8,8 +8,8 @@ The field checks (`required`, `optional`, `client_version`, `message_id`) bound 
 client can make the server store, so no client value reaches the database in a form it rejects.
 `encode_frame` is the one way out: strict JSON, never `NaN` or `Infinity`.
 
-Every refusal is an `Invalid` whose text is the exact protocol `error` string and whose `kind`
-is a metric label from `INVALID_KINDS`.
+Every refusal is a `ProtocolError` whose text is the exact protocol `error` string and whose
+`kind` is an `ErrorKind` (the `errors_total` label); `FrameRefused` also carries the safe echo.
 """
 
 from __future__ import annotations
@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
+from wormhole_mailbox.errors import ErrorKind, ProtocolError
+
 Frame = dict[str, Any]
 
 MAX_DEPTH = 32  # nested arrays/objects, the frame itself being 1; real frames use 2
 MAX_ID_CHARS = 256  # an `id`, serialised as compact JSON; real clients send 4 hex digits
 PREVIEW_CHARS = 200  # how much of a refused frame's text its error echoes in `orig`
-
-INVALID_KINDS = ("not_json", "not_object", "too_deep", "number", "missing", "type",
-                 "too_long", "characters")
 
 
 @dataclass(frozen=True)
@@ -40,6 +39,7 @@ class Rule:
     max_chars: int
     identifier: bool = True
     error: str | None = None  # one text for every violation, where the protocol has one
+    error_kind: ErrorKind = ErrorKind.MALFORMED  # the kind that goes with `error`
 
 
 # Real clients: appid "lothar.com/wormhole/text-or-file-xfer" (37), side 10 hex digits, phase
@@ -49,7 +49,8 @@ class Rule:
 RULES: dict[str, Rule] = {
     "appid": Rule(256),
     "side": Rule(128),
-    "nameplate": Rule(40, error="invalid nameplate"),  # spec 4.1: at most 40 digits
+    "nameplate": Rule(40, error="invalid nameplate",
+                      error_kind=ErrorKind.INVALID_NAMEPLATE),  # spec 4.1: at most 40 digits
     "mailbox": Rule(128),
     "phase": Rule(128),
     "mood": Rule(128),
@@ -66,21 +67,22 @@ _OTHERS = bytes(b for b in range(256) if b not in b"[]{}")
 _DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
 
-class Invalid(Exception):
-    """Client input the protocol refuses; `str(exc)` is the exact `error` text."""
-
-    def __init__(self, text: str, kind: str) -> None:
-        super().__init__(text)
-        self.kind = kind
-
-
-class FrameRefused(Invalid):
+class FrameRefused(ProtocolError):
     """A whole frame refused before any field was looked at; `orig` is the safe echo: the
     parsed value when it was valid JSON but not an object, else a short preview of the text."""
 
-    def __init__(self, text: str, kind: str, orig: Any) -> None:
-        super().__init__(text, kind)
+    def __init__(self, kind: ErrorKind, text: str, orig: Any) -> None:
+        super().__init__(kind, text)
         self.orig = orig
+
+
+def error_frame(text: str, orig: Any) -> Frame:
+    return {"type": "error", "error": text, "orig": orig}
+
+
+def malformed(text: str) -> ProtocolError:
+    """A field missing or of the wrong type, or a frame that is not a command."""
+    return ProtocolError(ErrorKind.MALFORMED, text)
 
 
 # -- inbound frames -------------------------------------------------------------------------------
@@ -175,17 +177,19 @@ def decode_frame(raw: str | bytes) -> Frame:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         value, refused = _load(text)
     except RecursionError:  # the C scanner guards its own recursion; far deeper than allowed
-        raise FrameRefused(_too_deep(), "too_deep", preview(raw)) from None
+        raise FrameRefused(ErrorKind.TOO_DEEP, _too_deep(), preview(raw)) from None
     except ValueError:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity
-        raise FrameRefused("message is not valid JSON", "not_json", preview(raw)) from None
+        raise FrameRefused(ErrorKind.MALFORMED, "message is not valid JSON",
+                           preview(raw)) from None
     if text.count("[") + text.count("{") > MAX_DEPTH and depth(text) > MAX_DEPTH:
-        raise FrameRefused(_too_deep(), "too_deep", preview(raw))
+        raise FrameRefused(ErrorKind.TOO_DEEP, _too_deep(), preview(raw))
     if not isinstance(value, dict):
-        raise FrameRefused("message must be a JSON object", "not_object",
+        raise FrameRefused(ErrorKind.MALFORMED, "message must be a JSON object",
                            preview(raw) if refused else value)
     if refused:
         key = _key_holding(value, _OUT_OF_RANGE)
-        raise FrameRefused(f"'{key}' contains a number out of range", "number", preview(raw))
+        raise FrameRefused(ErrorKind.OUT_OF_RANGE, f"'{key}' contains a number out of range",
+                           preview(raw))
     return value
 
 
@@ -197,33 +201,39 @@ def _too_deep() -> str:
 
 
 def check_string(value: object, key: str) -> str:
-    """`value` as the string field `key` (a key of `RULES`), or `Invalid` naming the field."""
+    """`value` as the string field `key` (a key of `RULES`), or a `ProtocolError` naming the
+    field (or the rule's own error, where the protocol has one)."""
     if not isinstance(value, str):
-        raise Invalid(f"'{key}' must be a string", "type")
+        raise malformed(f"'{key}' must be a string")
     rule = RULES[key]
     try:
         return _bounded(value, key, rule)
-    except Invalid as exc:
+    except ProtocolError:
         if rule.error is None:
             raise
-        raise Invalid(rule.error, exc.kind) from None
+        raise ProtocolError(rule.error_kind, rule.error) from None
 
 
 def _bounded(value: str, key: str, rule: Rule) -> str:
     if len(value) > rule.max_chars:
-        raise Invalid(f"'{key}' is too long (at most {rule.max_chars} characters)", "too_long")
+        raise ProtocolError(ErrorKind.TOO_LONG,
+                            f"'{key}' is too long (at most {rule.max_chars} characters)")
     return _storable(value, key, identifier=rule.identifier)
 
 
 def _storable(value: str, key: str, *, identifier: bool) -> str:
     """PostgreSQL text holds no NUL and only valid UTF-8 (no lone surrogates)."""
     if identifier and _CONTROL.search(value):
-        raise Invalid(f"'{key}' must not contain control characters", "characters")
+        raise _characters(f"'{key}' must not contain control characters")
     if "\x00" in value:
-        raise Invalid(f"'{key}' must not contain NUL characters", "characters")
+        raise _characters(f"'{key}' must not contain NUL characters")
     if _SURROGATE.search(value):
-        raise Invalid(f"'{key}' must be valid Unicode", "characters")
+        raise _characters(f"'{key}' must be valid Unicode")
     return value
+
+
+def _characters(text: str) -> ProtocolError:
+    return ProtocolError(ErrorKind.BAD_CHARACTERS, text)
 
 
 def required(frame: Frame, key: str, missing: str) -> str:
@@ -235,10 +245,10 @@ def present(frame: Frame, key: str, missing: str) -> str:
     """Only presence and type, for a field whose other checks come later in the protocol's
     order (`claim`: a claim of an invalid nameplate still uses up the connection's claim)."""
     if key not in frame:
-        raise Invalid(missing, "missing")
+        raise malformed(missing)
     value = frame[key]
     if not isinstance(value, str):
-        raise Invalid(f"'{key}' must be a string", "type")
+        raise malformed(f"'{key}' must be a string")
     return value
 
 
@@ -256,7 +266,7 @@ def client_version(frame: Frame) -> tuple[str | None, str | None]:
         return None, None
     shape = "'client_version' must be a list of [implementation, version]"
     if not isinstance(value, list) or len(value) < 2:
-        raise Invalid(shape, "type")
+        raise malformed(shape)
     parts: list[str | None] = []
     for item in value[:2]:
         if item is None:
@@ -264,7 +274,7 @@ def client_version(frame: Frame) -> tuple[str | None, str | None]:
         elif isinstance(item, (str, int, float)) and not isinstance(item, bool):
             parts.append(check_string(str(item), "client_version"))
         else:
-            raise Invalid(shape, "type")
+            raise malformed(shape)
     return parts[0], parts[1]
 
 
@@ -275,8 +285,8 @@ def message_id(frame: Frame) -> Any:
     if value is None or isinstance(value, (bool, int, float)):
         return value
     if len(json.dumps(value, ensure_ascii=False, separators=(",", ":"))) > MAX_ID_CHARS:
-        raise Invalid(f"'id' is too long (at most {MAX_ID_CHARS} characters as JSON)",
-                      "too_long")
+        raise ProtocolError(ErrorKind.TOO_LONG,
+                            f"'id' is too long (at most {MAX_ID_CHARS} characters as JSON)")
     stack = [value]
     while stack:
         item = stack.pop()
@@ -294,14 +304,24 @@ def message_id(frame: Frame) -> Any:
 
 
 def encode_frame(frame: Frame, server_tx: float) -> str:
-    """The text of one outbound frame with its `server_tx`: strict JSON, ASCII-escaped (so a
-    lone surrogate can never make the UTF-8 encoding fail). A non-finite number, which
-    validated input never contains, becomes null instead of non-JSON."""
-    stamped = {**frame, "server_tx": server_tx}
+    """The text of one outbound frame with its `server_tx`."""
+    return stamp(encode_unstamped(frame), server_tx)
+
+
+def encode_unstamped(frame: Frame) -> str:
+    """The text of one outbound frame (a non-empty object, no `server_tx` yet): strict JSON,
+    ASCII-escaped (so a lone surrogate can never make the UTF-8 encoding fail). A non-finite
+    number, which validated input never contains, becomes null instead of non-JSON."""
     try:
-        return _STRICT.encode(stamped)
+        return _STRICT.encode(frame)
     except ValueError:
-        return _STRICT.encode(_finite(stamped))
+        return _STRICT.encode(_finite(frame))
+
+
+def stamp(text: str, server_tx: float) -> str:
+    """`server_tx` added to an encoded frame just before it is written (a finite float's repr
+    is a JSON number)."""
+    return f'{text[:-1]}, "server_tx": {server_tx!r}}}'
 
 
 def _finite(value: Any) -> Any:
