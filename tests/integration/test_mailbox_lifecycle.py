@@ -7,7 +7,6 @@ from typing import Any
 
 import trio
 from trio_websocket import ConnectionClosed
-from wormhole_mailbox import hashcash
 from wormhole_mailbox.pruning import PruneReport
 from wormhole_mailbox.server import MailboxServer
 
@@ -21,6 +20,7 @@ from tests.integration.mailbox_helpers import (
     serving,
 )
 from tests.support.mailbox import Client, client
+from tests.support.stamps import mint_stamp
 
 # -- usage records -----------------------------------------------------------------------------
 
@@ -298,7 +298,7 @@ async def test_hashcash_admission(database_url: str) -> None:
         async with client(server) as c:
             bits, resource = _resource(c)
             assert bits == 8
-            stamp = hashcash.mint_stamp(resource, bits, time.time())
+            stamp = mint_stamp(resource, bits, time.time())
             await c.ack_only(type="submit-permissions", method="hashcash", stamp=stamp)
             await c.bind("side")
             assert (await c.command(type="allocate"))["type"] == "allocated"
@@ -308,7 +308,7 @@ async def test_hashcash_admission(database_url: str) -> None:
             # The previous connection's stamp is for another resource.
             reply = await c.command(type="submit-permission", method="hashcash", stamp=stamp)
             assert reply["error"].startswith("permission denied")
-            stamp2 = hashcash.mint_stamp(resource2, bits, time.time())
+            stamp2 = mint_stamp(resource2, bits, time.time())
             await c.ack_only(type="submit-permission", method="hashcash", stamp=stamp2)
             await c.bind("side")
             assert (await c.command(type="ping", ping=1))["type"] == "pong"
@@ -330,7 +330,7 @@ async def test_bad_stamp_then_bind_is_denied(database_url: str) -> None:
     async with serving(database_url, permissions="hashcash", hashcash_bits=8) as server, \
             client(server) as c:
         bits, resource = _resource(c)
-        weak = hashcash.mint_stamp(resource, bits - 4, time.time())
+        weak = mint_stamp(resource, bits - 4, time.time())
         reply = await c.command(type="submit-permissions", method="hashcash", stamp=weak)
         assert reply["error"].startswith("permission denied")
         await c.send(type="bind", appid="app", side="side")

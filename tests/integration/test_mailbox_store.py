@@ -20,7 +20,12 @@ from wormhole_mailbox.batcher import Batcher, StoreFailed
 from wormhole_mailbox.errors import ErrorKind
 from wormhole_mailbox.ops import Add, Claim, Close, Message, Op, Open, Refused, Result
 from wormhole_mailbox.pipeline import OpFailed
-from wormhole_mailbox.pruning import PRUNE_LOCK_KEY, PruneReport, prune_in_batches
+from wormhole_mailbox.pruning import (
+    DEFAULT_BATCH_SIZE,
+    PRUNE_LOCK_KEY,
+    PruneReport,
+    prune_in_batches,
+)
 from wormhole_mailbox.store import Store
 
 from tests.integration.mailbox_helpers import TEST_TIMEOUT, count, query
@@ -332,8 +337,8 @@ async def test_one_prune_call_retires_at_most_its_limit(database_url: str) -> No
         async with database(database_url) as db:
             store = Store(blur_seconds=None)
             await run_ops(db, store, [Open(APP, "side", f"m{i}", 1.0) for i in range(510)])
-            report = await db.run(lambda conn: store.prune(
-                conn, now=200.0, cutoff=100.0, subscribed=[(APP, "m0")]))
+            report = await db.run(lambda conn: store.pruner.retire(
+                conn, now=200.0, cutoff=100.0, limit=DEFAULT_BATCH_SIZE, subscribed=[(APP, "m0")]))
             assert (report.mailboxes, report.touched) == (500, 1)
             assert await count(database_url, "mailboxes") == 10
 

@@ -12,9 +12,10 @@ from wormhole_mailbox.hashcash import (
     StampRejected,
     check_stamp,
     leading_zero_bits,
-    mint_stamp,
     new_resource,
 )
+
+from tests.support.stamps import mint_stamp
 
 NOW = datetime(2026, 5, 15, 12, 0, tzinfo=UTC).timestamp()
 RESOURCE = "abcDEF12"

@@ -26,6 +26,8 @@ from wormhole_mailbox.ops import (
 )
 from wormhole_mailbox.session import PERMISSION_DENIED, Session, SessionConfig
 
+from tests.support.stamps import mint_stamp
+
 NOW = 1_700_000_000.0
 ADDRESS = PeerAddress("192.0.2.7", 5555)
 
@@ -569,7 +571,7 @@ def test_ping_is_allowed_before_permission() -> None:
 @pytest.mark.parametrize("kind", ["submit-permissions", "submit-permission"])
 def test_minted_stamp_grants_bind(kind: str) -> None:
     session = guarded()
-    stamp = hashcash.mint_stamp(RESOURCE, BITS, NOW)
+    stamp = mint_stamp(RESOURCE, BITS, NOW)
     step = send(session, type=kind, method="hashcash", stamp=stamp, id="p1")
     assert step.replies == [{"type": "ack", "id": "p1"}]
     assert step.op is None and not step.close
@@ -581,7 +583,7 @@ def test_minted_stamp_grants_bind(kind: str) -> None:
 def test_stronger_stamp_than_required_is_accepted() -> None:
     session = guarded()
     send(session, type="submit-permissions", method="hashcash",
-         stamp=hashcash.mint_stamp(RESOURCE, BITS + 2, NOW))
+         stamp=mint_stamp(RESOURCE, BITS + 2, NOW))
     assert isinstance(send(session, type="bind", appid="a", side="s").op, Bind)
 
 
@@ -610,23 +612,23 @@ def test_stamp_without_the_work_is_refused() -> None:
 
 
 def test_under_strength_stamp_is_refused() -> None:
-    weak = hashcash.mint_stamp(RESOURCE, BITS - 4, NOW)
+    weak = mint_stamp(RESOURCE, BITS - 4, NOW)
     assert "bits" in _refused_stamp(guarded(), weak)
 
 
 def test_stamp_for_another_resource_is_refused() -> None:
-    other = hashcash.mint_stamp("elsewhere", BITS, NOW)
+    other = mint_stamp("elsewhere", BITS, NOW)
     assert "resource" in _refused_stamp(guarded(), other)
 
 
 def test_stale_stamp_is_refused() -> None:
-    old = hashcash.mint_stamp(RESOURCE, BITS, NOW - 10 * 86400)
+    old = mint_stamp(RESOURCE, BITS, NOW - 10 * 86400)
     assert "stale" in _refused_stamp(guarded(), old)
 
 
 def test_reused_stamp_is_refused() -> None:
     spent = hashcash.SpentStamps()
-    stamp = hashcash.mint_stamp(RESOURCE, BITS, NOW)
+    stamp = mint_stamp(RESOURCE, BITS, NOW)
     first = guarded(spent)
     send(first, type="submit-permissions", method="hashcash", stamp=stamp)
     assert isinstance(send(first, type="bind", appid="a", side="s").op, Bind)
@@ -639,15 +641,15 @@ def test_malformed_stamps_are_refused(stamp: Any) -> None:
 
 
 def test_unknown_method_is_refused() -> None:
-    _refused_stamp(guarded(), hashcash.mint_stamp(RESOURCE, BITS, NOW), method="none")
+    _refused_stamp(guarded(), mint_stamp(RESOURCE, BITS, NOW), method="none")
 
 
 def test_submit_after_bind_is_refused() -> None:
     session = guarded()
     send(session, type="submit-permissions", method="hashcash",
-         stamp=hashcash.mint_stamp(RESOURCE, BITS, NOW))
+         stamp=mint_stamp(RESOURCE, BITS, NOW))
     send(session, type="bind", appid="a", side="s")
-    again = hashcash.mint_stamp(RESOURCE, BITS, NOW)
+    again = mint_stamp(RESOURCE, BITS, NOW)
     assert the_error(send(session, type="submit-permissions", method="hashcash",
                           stamp=again)) == "already bound"
 

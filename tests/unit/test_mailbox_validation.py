@@ -17,13 +17,19 @@ from wormhole_mailbox.validation import (
     client_version,
     decode_frame,
     depth,
-    encode_frame,
+    encode_unstamped,
     message_id,
     optional,
     present,
     preview,
     required,
+    stamp,
 )
+
+
+def encode_frame(frame: dict[str, Any], server_tx: float) -> str:
+    """What the writer sends: encoded when queued, stamped when written."""
+    return stamp(encode_unstamped(frame), server_tx)
 
 
 def refused(raw: str | bytes) -> FrameRefused:

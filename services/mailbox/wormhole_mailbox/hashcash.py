@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import secrets
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 
@@ -68,18 +67,6 @@ def check_stamp(stamp: str, *, resource: str, bits: int, now: float) -> None:
         raise StampRejected("stale stamp")
     if leading_zero_bits(hashlib.sha1(stamp.encode("utf-8")).digest()) < claimed:
         raise StampRejected("stamp does not have the work it claims")
-
-
-def mint_stamp(resource: str, bits: int, now: float) -> str:
-    """Find a valid stamp (tests and load tools; costs about 2**bits hashes)."""
-    date = datetime.fromtimestamp(now, UTC).strftime("%y%m%d")
-    rand = secrets.token_hex(8)
-    counter = 0
-    while True:
-        stamp = f"1:{bits}:{date}:{resource}::{rand}:{counter:x}"
-        if leading_zero_bits(hashlib.sha1(stamp.encode()).digest()) >= bits:
-            return stamp
-        counter += 1
 
 
 class SpentStamps:

@@ -33,7 +33,7 @@ from wormhole_mailbox.ops import (
     Result,
 )
 from wormhole_mailbox.pipeline import OpFailed, Plan, run_plans
-from wormhole_mailbox.pruning import DEFAULT_BATCH_SIZE, Pruner, PruneReport
+from wormhole_mailbox.pruning import Pruner
 from wormhole_mailbox.records import Records
 
 # A real exchange stores fewer than 10 messages of under 10 KB; a text sent through the
@@ -215,16 +215,6 @@ class Store:
         """The mailbox's messages after seq `after`, in order; at most `limit` (a page)."""
         rows = conn.execute(MESSAGES_SQL, (app, mailbox, after, limit)).fetchall()
         return [Message(*row) for row in rows]
-
-    # -- pruning -------------------------------------------------------------------------------
-
-    def prune(
-        self, conn: psycopg.Connection, *, now: float, cutoff: float,
-        subscribed: list[tuple[str, str]], limit: int | None = DEFAULT_BATCH_SIZE,
-    ) -> PruneReport:
-        """Retire up to `limit` stale mailboxes and touch `subscribed`, in the caller's
-        transaction; `pruning.prune_in_batches` works through a whole backlog in short ones."""
-        return self.pruner.retire(conn, now=now, cutoff=cutoff, limit=limit, subscribed=subscribed)
 
     @staticmethod
     def write_current(

@@ -303,11 +303,6 @@ def message_id(frame: Frame) -> Any:
 # -- outbound frames ------------------------------------------------------------------------------
 
 
-def encode_frame(frame: Frame, server_tx: float) -> str:
-    """The text of one outbound frame with its `server_tx`."""
-    return stamp(encode_unstamped(frame), server_tx)
-
-
 def encode_unstamped(frame: Frame) -> str:
     """The text of one outbound frame (a non-empty object, no `server_tx` yet): strict JSON,
     ASCII-escaped (so a lone surrogate can never make the UTF-8 encoding fail). A non-finite
