@@ -7,7 +7,7 @@ does at commit); everything else is the real code. `wait_all_tasks_blocked` repl
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -55,7 +55,7 @@ class FakeStore:
             return message
         return None
 
-    async def pages(self, key: Key, after: int) -> AsyncIterator[list[Message]]:
+    async def pages(self, key: Key, after: int) -> AsyncGenerator[list[Message], None]:
         """`replay.pages` over `stored`, counting the pages read."""
         assert self.page_size is not None
         rest = [m for m in self.stored if m.seq > after]

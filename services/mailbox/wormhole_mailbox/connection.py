@@ -10,9 +10,10 @@ Nothing here decides protocol: every frame, subscription, close and count comes 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -68,7 +69,7 @@ class Services:
     ping_timeout: float
     command_timeout: float = 10  # a store op past it: an error, then a 1011 close
     # the pages of a mailbox after a seq (`replay.pages`), for an `open` whose first page filled
-    replay: Callable[[Key, int], AsyncIterator[list[Message]]] | None = None
+    replay: Callable[[Key, int], AsyncGenerator[list[Message], None]] | None = None
     replay_stall: float = 60  # for the client to read one page of a replay, else too slow
 
 
@@ -216,10 +217,11 @@ class ClientConnection:
         try:
             if not await self._written([]):
                 return self._stalled()
-            async for page in self.services.replay(key, rest.after):
-                seqs.update(m.seq for m in page)
-                if not await self._written([m.frame() for m in page]):
-                    return self._stalled()
+            async with contextlib.aclosing(self.services.replay(key, rest.after)) as pages:
+                async for page in pages:
+                    seqs.update(m.seq for m in page)
+                    if not await self._written([m.frame() for m in page]):
+                        return self._stalled()
         except DatabaseUnavailable:
             return replay_failed()
         subscriber.replayed(seqs)

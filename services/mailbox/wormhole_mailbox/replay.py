@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from functools import partial
 
 from wormhole_common.database import Database
@@ -16,7 +16,7 @@ DEFAULT_PAGE_SIZE = 100
 async def pages(
     db: Database, app: str, mailbox: str, *, after: int = 0,
     page_size: int = DEFAULT_PAGE_SIZE,
-) -> AsyncIterator[list[Message]]:
+) -> AsyncGenerator[list[Message], None]:
     """The mailbox's messages after seq `after`, page by page (keyset on seq).
 
     The next page is read only when the consumer asks for it, so a slow reader holds one page,
