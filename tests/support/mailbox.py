@@ -8,11 +8,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
-from trio_websocket import WebSocketConnection, wrap_client_stream
+from trio_websocket import WebSocketConnection
 from wormhole_common.database import Database
 from wormhole_common.migrations import migrate
 from wormhole_mailbox.server import MailboxServer
 from wormhole_mailbox.settings import MailboxSettings
+
+from tests.support.websocket import open_websocket
 
 TIMEOUT = 10
 
@@ -113,24 +115,11 @@ async def client(
     server: MailboxServer, source: str | None = None,
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> AsyncIterator[Client]:
-    """A client on a TCP stream we own: trio-websocket's client leaves its socket open when
-    the server closes first (a refused permission, a shutdown). `source`: the local address
-    to connect from (Linux routes all of 127.0.0.0/8 to the loopback); `headers`: extra
-    request headers (a proxy's X-Real-IP)."""
+    """A client past its welcome. `source`: the local address to connect from; `headers`:
+    extra request headers (see `open_websocket`)."""
     assert server.port is not None
-    stream = await trio.open_tcp_stream("127.0.0.1", server.port, local_address=source)
-    try:
-        async with trio.open_nursery() as nursery:
-            ws = await wrap_client_stream(nursery, stream, "127.0.0.1", "/v1",
-                                          extra_headers=headers)
-            try:
-                c = Client(ws)
-                welcome = await c.recv()
-                assert welcome["type"] == "welcome"
-                yield c
-            finally:
-                with trio.move_on_after(2):
-                    await ws.aclose()
-                nursery.cancel_scope.cancel()
-    finally:
-        await trio.aclose_forcefully(stream)
+    async with open_websocket(server.port, "/v1", source=source, headers=headers) as ws:
+        c = Client(ws)
+        welcome = await c.recv()
+        assert welcome["type"] == "welcome"
+        yield c

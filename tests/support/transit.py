@@ -9,12 +9,14 @@ from typing import Any
 
 import psycopg
 import trio
-from trio_websocket import WebSocketConnection, wrap_client_stream
+from trio_websocket import WebSocketConnection
 from wormhole_common.database import Database
 from wormhole_transit.relay import HAS_SPLICE
 from wormhole_transit.server import TransitServer
 from wormhole_transit.settings import TransitSettings
 from wormhole_transit.usage import UsageRecorder
+
+from tests.support.websocket import open_websocket
 
 TIMEOUT = 10
 
@@ -89,22 +91,10 @@ async def connect(server: TransitServer) -> trio.SocketStream:
 
 @asynccontextmanager
 async def ws_connect(server: TransitServer, path: str = "/") -> AsyncIterator[WebSocketConnection]:
-    """A WebSocket client on a TCP stream we own: trio-websocket's client leaves its socket
-    open when the server closes first, which is what the relay does."""
+    """A WebSocket client of the relay (see `open_websocket`)."""
     assert server.websocket_port is not None
-    stream = await trio.open_tcp_stream("127.0.0.1", server.websocket_port)
-    try:
-        async with trio.open_nursery() as nursery:
-            ws = await wrap_client_stream(nursery, stream, "127.0.0.1", path,
-                                          max_message_size=64 << 20)
-            try:
-                yield ws
-            finally:
-                with trio.move_on_after(2):
-                    await ws.aclose()
-                nursery.cancel_scope.cancel()
-    finally:
-        await trio.aclose_forcefully(stream)
+    async with open_websocket(server.websocket_port, path, max_message_size=64 << 20) as ws:
+        yield ws
 
 
 async def receive_exactly(stream: trio.SocketStream, n: int) -> bytes:
