@@ -39,12 +39,16 @@ class LockKeys:
         return bool(self.alloc_apps or self.nameplates or self.mailboxes or self.retiring)
 
     def query(self) -> Query:
-        return (LOCK_SQL, (
+        return (LOCK_SQL, self.params())
+
+    def params(self) -> tuple[list[str], ...]:
+        """`mb_lock`'s arguments."""
+        return (
             self.alloc_apps,
             [a for a, _ in self.nameplates], [n for _, n in self.nameplates],
             [a for a, _ in self.mailboxes], [m for _, m in self.mailboxes],
             [a for a, _ in self.retiring], [m for _, m in self.retiring],
-        ))
+        )
 
 
 def lock_keys(ops: list[Op]) -> LockKeys:

@@ -68,6 +68,7 @@ class _Rejected(Exception):
 
 def run_plans(
     conn: psycopg.Connection, make_plans: Callable[[], list[Plan]], prelude: list[Query],
+    *, isolate: bool = False,
 ) -> Outcome:
     """Run the plans to completion in the caller's transaction; `prelude` runs first, once.
 
@@ -79,19 +80,25 @@ def run_plans(
     Savepoints cost server work on every statement, and many subtransactions slow every
     session down, so the batch first runs under a single savepoint; only if a statement fails
     is it rolled back and run again from fresh plans (`make_plans`), a savepoint per statement.
+    With `isolate` (the caller knows a statement fails) it starts that way.
     """
-    try:
-        return _run(conn, make_plans(), [*prelude, ("SAVEPOINT batch", ())], isolate=False)
-    except _Rejected as rejected:
-        failed: Outcome = rejected.args[0]
+    failed = Outcome([])
+    if not isolate:
+        try:
+            return _run(conn, make_plans(), [*prelude, ("SAVEPOINT batch", ())], isolate=False)
+        except _Rejected as rejected:
+            failed = rejected.args[0]
     # psycopg counts a statement as prepared once it has sent the PREPARE; when a pipeline
     # aborts first, it may go on counting it, and every later use of it would fail with
     # "prepared statement does not exist". So this connection prepares nothing more, and the
     # pool closes it after this transaction instead of reusing it.
     conn.prepare_threshold = None
     retire(conn)
-    _roll_back(conn, "batch", failed)
-    outcome = _run(conn, make_plans(), [], isolate=True)
+    if isolate:
+        outcome = _run(conn, make_plans(), prelude, isolate=True)
+    else:
+        _roll_back(conn, "batch", failed)
+        outcome = _run(conn, make_plans(), [], isolate=True)
     outcome.round_trips += failed.round_trips
     return outcome
 

@@ -13,9 +13,10 @@ import random
 import psycopg
 from psycopg.types.json import Jsonb
 
+from wormhole_mailbox import bulk, usage
 from wormhole_mailbox import records as usage_rows
-from wormhole_mailbox import usage
 from wormhole_mailbox.allocation import AllocationExhausted, choose_nameplate
+from wormhole_mailbox.bulk import BulkBatch
 from wormhole_mailbox.errors import ErrorKind
 from wormhole_mailbox.locking import lock_keys
 from wormhole_mailbox.ops import (
@@ -74,7 +75,8 @@ class Store:
     def execute_many(
         self, conn: psycopg.Connection, ops: list[Op], records: Records | None = None,
     ) -> list[Result | OpFailed]:
-        """Run many ops in the caller's transaction, in few round trips (see `pipeline`).
+        """Run many ops in the caller's transaction: in one statement (`bulk`) unless one of
+        them fails, then op by op (`pipeline`).
 
         An op whose statement PostgreSQL rejects gets `OpFailed` and leaves nothing behind
         from that statement; the others are unaffected. Usage records of statements that
@@ -91,9 +93,24 @@ class Store:
             return [self._plan(op, chosen, sink) for op in ops]
 
         keys = lock_keys(ops)
-        outcome = run_plans(conn, make_plans, [keys.query()] if keys else [])
+        batch = BulkBatch(ops, blur_seconds=self.blur_seconds, new_mailbox_id=new_mailbox_id,
+                          open_page_size=self.open_page_size)
+        try:
+            results = bulk.run(conn, batch, keys, origin=self.origin,
+                               max_messages=self.max_messages, max_bytes=self.max_bytes,
+                               choose=self._choose, records=sink)
+        except bulk.Unsendable:
+            results = None
+        self.round_trips += batch.round_trips
+        if results is not None:
+            return list(results)
+        # some op fails: each goes in its own savepoint (the locks are held already)
+        outcome = run_plans(conn, make_plans, [keys.query()] if keys else [], isolate=True)
         self.round_trips += outcome.round_trips
         return outcome.results
+
+    def _choose(self, taken: set[str]) -> str:
+        return choose_nameplate(taken, self.rng)
 
     def _plan(self, op: Op, chosen: dict[str, set[str]], records: Records) -> Plan:
         match op:
