@@ -109,3 +109,29 @@ async def test_a_fragmented_message_over_the_limit_is_refused_at_the_header(
     async with serving(database_url) as server:
         frames = await violate(server, violation)
     assert frames[-1] == (0x8, struct.pack("!H", 1009) + b"message over 1048576 bytes")
+
+
+async def test_pings_and_the_clients_close_over_a_real_socket(database_url: str) -> None:
+    """A WebSocket ping (not the protocol's `ping` command) gets its pong; the client's close
+    is echoed with its code, then the server ends the TCP connection."""
+    async with serving(database_url) as server:
+        assert server.port is not None
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        await stream.send_all(UPGRADE)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += await stream.receive_some()
+        head, _, received = received.partition(b"\r\n\r\n")
+        assert b"\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in head + b"\r\n"
+        await stream.send_all(client_frame(b"are you there", first=0x89))
+        while len(server_frames(received)) < 2:  # the welcome and the pong
+            received += await stream.receive_some()
+        await stream.send_all(client_frame(struct.pack("!H", 1000) + b"done", first=0x88))
+        while chunk := await stream.receive_some():
+            received += chunk
+        await stream.aclose()
+    frames = server_frames(received)
+    # a pong is sent by the reader, so it may overtake the welcome the writer has queued
+    assert sorted(opcode for opcode, _ in frames[:2]) == [0x1, 0xA]
+    assert (0xA, b"are you there") in frames
+    assert frames[2] == (0x8, struct.pack("!H", 1000))

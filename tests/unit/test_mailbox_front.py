@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 from prometheus_client import CollectorRegistry
-from trio_websocket import WebSocketRequest
+from wormhole_common.wsconnection import Upgrade
 from wormhole_mailbox.addresses import PeerAddress
 from wormhole_mailbox.front import (
     HANDSHAKE_SECONDS,
@@ -49,7 +49,7 @@ class Recorder:
     def __init__(self) -> None:
         self.requests: list[tuple[str, PeerAddress]] = []
 
-    async def __call__(self, request: WebSocketRequest, peer: PeerAddress) -> None:
+    async def __call__(self, request: Upgrade, peer: PeerAddress) -> None:
         self.requests.append((request.path, peer))
         await request.reject(404)
 
@@ -87,6 +87,22 @@ async def test_an_upgrade_goes_to_the_handler_with_the_peer() -> None:
     assert handler.requests == [("/v1", PEER)]
     assert answer.startswith(b"HTTP/1.1 404 ")
     assert count(metrics, "connections_total", kind="http") == 0
+
+
+@pytest.mark.parametrize(("missing", "status"), [
+    (b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", b"400"),
+    (b"Sec-WebSocket-Version: 13\r\n", b"426"),
+    (b"Connection: Upgrade\r\n", b"400"),
+])
+async def test_an_upgrade_missing_a_header_is_answered_without_the_handler(
+    missing: bytes, status: bytes,
+) -> None:
+    request = (b"GET /v1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    answer, metrics, handler = await serve(request.replace(missing, b""))
+    assert answer.split(b" ")[1] == status
+    assert handler.requests == []
+    assert count(metrics, "connections_dropped_total", reason="bad_upgrade") == 1
 
 
 async def test_a_request_head_that_never_ends_is_dropped_after_the_handshake_timeout(

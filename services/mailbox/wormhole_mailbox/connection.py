@@ -17,8 +17,8 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 from wormhole_common.database import DatabaseUnavailable
+from wormhole_common.wsconnection import Closed, Upgrade, WebSocket
 
 from wormhole_mailbox import hashcash
 from wormhole_mailbox.actions import (
@@ -76,7 +76,7 @@ class Services:
 class ClientConnection:
     """A client's WebSocket and its session, from the welcome to the close."""
 
-    def __init__(self, ws: WebSocketConnection, session: Session, services: Services) -> None:
+    def __init__(self, ws: WebSocket, session: Session, services: Services) -> None:
         self.ws = ws
         self.session = session
         self.services = services
@@ -111,8 +111,7 @@ class ClientConnection:
     def _interrupt(self, actions: Sequence[Action]) -> None:
         """Have the reader execute `actions` (a close) before it takes another frame.
 
-        Closing from the reader's own task lets trio-websocket's reader stay alive until the
-        client has answered the close, rather than being cancelled halfway through it.
+        Closing is the reader's: it reads the client's answer to our close frame.
         """
         if not self._interruption:
             self._interruption = actions
@@ -184,7 +183,7 @@ class ClientConnection:
             with trio.move_on_after(CLOSE_SECONDS):
                 await self.outbound.drained.wait()
         with trio.move_on_after(CLOSE_SECONDS):  # the client's answer; else the TCP closes
-            await self.ws.aclose(close.code, close.reason)
+            await self.ws.close(close.code, close.reason)
 
     async def _read(self) -> None:
         while True:
@@ -196,8 +195,8 @@ class ClientConnection:
             else:
                 with trio.CancelScope() as self._waiting:
                     try:
-                        raw = await self.ws.get_message()
-                    except ConnectionClosed:
+                        raw = await self.ws.receive()
+                    except Closed:
                         return
                 if self._waiting.cancelled_caught:
                     continue
@@ -246,7 +245,7 @@ class ClientConnection:
             try:
                 with trio.move_on_after(self.services.ping_timeout) as scope:
                     await self.ws.ping()
-            except ConnectionClosed:
+            except Closed:
                 return
             if scope.cancelled_caught:
                 self._interrupt(ping_timeout())
@@ -268,10 +267,10 @@ class ConnectionHandler:
         self.connections: set[ClientConnection] = set()
 
     async def __call__(
-        self, request: WebSocketRequest, peer: PeerAddress,
-    ) -> WebSocketConnection | None:
+        self, request: Upgrade, peer: PeerAddress,
+    ) -> WebSocket | None:
         """Serve the upgrade; the connection (closed by now) if it was accepted."""
-        # trio-websocket swallows a handler's exception silently; a bug must at least be logged.
+        # a bug must be logged, and never cost the client more than its connection
         try:
             return await self._serve(request, peer)
         except Exception:
@@ -279,8 +278,8 @@ class ConnectionHandler:
             return None
 
     async def _serve(
-        self, request: WebSocketRequest, peer: PeerAddress,
-    ) -> WebSocketConnection | None:
+        self, request: Upgrade, peer: PeerAddress,
+    ) -> WebSocket | None:
         if request.path.rstrip("/") != "/v1":
             await request.reject(404, body=b"Not Found\n")
             return None
@@ -297,8 +296,8 @@ class ConnectionHandler:
             self.limits.connections.leave(address.host)
 
     async def _serve_admitted(
-        self, request: WebSocketRequest, address: PeerAddress,
-    ) -> WebSocketConnection:
+        self, request: Upgrade, address: PeerAddress,
+    ) -> WebSocket:
         ws = await request.accept(extra_headers=[(b"Server", SERVER_HEADER)])
         self.services.metrics.connections["websocket"].inc()
         session = Session(self.config, spent=self.spent, quota=self.limits.client(address.host))
@@ -308,6 +307,5 @@ class ConnectionHandler:
             await connection.run(session.start(address))
         finally:
             self.connections.discard(connection)
-            with trio.move_on_after(CLOSE_SECONDS):
-                await ws.aclose()
+            await ws.aclose()
         return ws

@@ -1,10 +1,10 @@
-"""The HTTP front of the mailbox port: WebSocket upgrades go to trio-websocket, plain requests
+"""The HTTP front of the mailbox port: WebSocket upgrades go to the handler, plain requests
 get a tiny answer (`GET /` is a liveness page, spec 1.1).
 
-trio-websocket answers any non-upgrade request with 400 before a handler sees it, so the
-request head is read here first and handed to it through `wsguard.GuardedStream`, which also
-sends the close frames trio-websocket leaves out (1002, 1007) and refuses a frame announcing
-more than `MAX_MESSAGE_BYTES` at its header (1009).
+The request head is read here first, to route the request; a valid upgrade becomes a
+`wsconnection.Upgrade` for the handler, which refuses it or accepts it (the WebSocket, from
+the 101 on, is `wormhole_common.wsconnection`: framing errors close 1002, invalid UTF-8 1007,
+a message announced over `MAX_MESSAGE_BYTES` 1009 at its header).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 
 import trio
-from trio_websocket import WebSocketConnection, WebSocketRequest, wrap_server_stream
 from wormhole_common.http import read_head, request_line, response
-from wormhole_common.wsguard import INVALID_PAYLOAD, PROTOCOL_ERROR, TOO_BIG, GuardedStream
+from wormhole_common.websocket import INVALID_PAYLOAD, PROTOCOL_ERROR, TOO_BIG, HandshakeError
+from wormhole_common.wsconnection import Upgrade, WebSocket
 
 from wormhole_mailbox.addresses import Network, PeerAddress, is_trusted_proxy
 from wormhole_mailbox.limits import Connections, Refusal
@@ -26,11 +26,10 @@ HANDSHAKE_SECONDS = 10  # to send a request head, and again to complete the upgr
 REFUSAL_SECONDS = 1  # to send a refused client its request head and read our 503
 
 # Serves an upgrade; returns the connection it accepted, if any, once that has ended.
-WebSocketHandler = Callable[[WebSocketRequest, PeerAddress],
-                            Awaitable[WebSocketConnection | None]]
-# Close frames the guard sent on the library's behalf, as `connections_dropped_total` reasons.
-GUARD_CLOSES = {PROTOCOL_ERROR: "protocol_error", INVALID_PAYLOAD: "invalid_utf8",
-                TOO_BIG: "too_big"}
+WebSocketHandler = Callable[[Upgrade, PeerAddress], Awaitable[WebSocket | None]]
+# Close codes of a client's protocol violations, as `connections_dropped_total` reasons.
+VIOLATIONS = {PROTOCOL_ERROR: "protocol_error", INVALID_PAYLOAD: "invalid_utf8",
+              TOO_BIG: "too_big"}
 
 
 async def serve_socket(
@@ -97,8 +96,7 @@ async def serve_stream(
                 await stream.send_all(plain_response(head))
                 head = None
         if head is not None:
-            await serve_websocket(GuardedStream(stream, MAX_MESSAGE_BYTES, head), peer, handle,
-                                  metrics)
+            await serve_websocket(stream, head, peer, handle, metrics)
         elif handshake.cancelled_caught:
             metrics.dropped["handshake_timeout"].inc()
     except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -108,27 +106,19 @@ async def serve_stream(
 
 
 async def serve_websocket(
-    guarded: GuardedStream, peer: PeerAddress, handle: WebSocketHandler,
+    stream: trio.abc.Stream, head: bytes, peer: PeerAddress, handle: WebSocketHandler,
     metrics: MailboxMetrics,
 ) -> None:
-    """The upgrade through trio-websocket, then the close frame the client is still owed."""
-    code: int | None = None
+    """The upgrade: refused with an HTTP answer if invalid, else served by `handle`."""
     try:
-        async with trio.open_nursery() as nursery:
-            request: WebSocketRequest | None = None
-            with trio.move_on_after(HANDSHAKE_SECONDS):
-                request = await wrap_server_stream(
-                    nursery, guarded, max_message_size=MAX_MESSAGE_BYTES)
-            if request is None:
-                metrics.dropped["handshake_timeout"].inc()
-            else:
-                ws = await handle(request, peer)
-                code = ws.closed.code if ws is not None and ws.closed is not None else None
-            nursery.cancel_scope.cancel()
-    finally:
-        sent = await guarded.finish(code)
-        if sent is not None and sent.code in GUARD_CLOSES:
-            metrics.dropped[GUARD_CLOSES[sent.code]].inc()
+        upgrade = Upgrade(stream, head, MAX_MESSAGE_BYTES)
+    except HandshakeError as exc:
+        metrics.dropped["bad_upgrade"].inc()
+        await stream.send_all(response(exc.status, f"{exc}\n".encode()))
+        return
+    ws = await handle(upgrade, peer)
+    if ws is not None and ws.violation is not None:
+        metrics.dropped[VIOLATIONS[ws.violation.code]].inc()
 
 
 def is_upgrade(head: bytes) -> bool:

@@ -14,8 +14,8 @@ import contextlib
 import time
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
 from wormhole_common.channels import receive_batch
+from wormhole_common.wsconnection import Closed, WebSocket
 
 from wormhole_mailbox.actions import Frame
 from wormhole_mailbox.validation import encode_unstamped, stamp
@@ -26,7 +26,7 @@ WRITE_BATCH = 64  # frames stamped with one clock reading
 
 
 class Outbound:
-    def __init__(self, ws: WebSocketConnection) -> None:
+    def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
         # Frames, and markers the writer sets once everything before them is written.
         self._send, self._receive = trio.open_memory_channel[str | trio.Event](OUTBOUND_QUEUE)
@@ -80,18 +80,25 @@ class Outbound:
         return not self.drained.is_set()
 
     async def write(self) -> None:
-        """The writer: stamps each batch with `server_tx` and sends it, until closed."""
+        """The writer: stamps each batch with `server_tx` and sends it in one write, until
+        closed. A marker is set once the frames before it are written."""
         try:
             while True:
                 items = await receive_batch(self._receive, WRITE_BATCH)
                 now = time.time()
+                texts: list[str] = []
                 for item in items:
                     if isinstance(item, trio.Event):
+                        if texts:
+                            await self.ws.send_texts(texts)
+                            texts = []
                         item.set()
                     else:
                         self.queued_bytes -= len(item)
-                        await self.ws.send_message(stamp(item, now))
-        except (trio.EndOfChannel, ConnectionClosed):
+                        texts.append(stamp(item, now))
+                if texts:
+                    await self.ws.send_texts(texts)
+        except (trio.EndOfChannel, Closed):
             pass
         finally:
             self.drained.set()

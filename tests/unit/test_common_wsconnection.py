@@ -1,0 +1,82 @@
+"""The WebSocket shell over in-memory streams: pings, the closing handshake, violations."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+from wormhole_common.websocket import close_frame
+from wormhole_common.wsconnection import Closed, WebSocket
+
+from tests.unit.test_common_websocket import client_frame
+
+
+async def read_all(stream: trio.abc.ReceiveStream) -> bytes:
+    data = b""
+    while chunk := await stream.receive_some():
+        data += chunk
+    return data
+
+
+async def test_pings_are_answered_and_messages_come_in_order() -> None:
+    with trio.fail_after(5):
+        client, server = trio.testing.memory_stream_pair()
+        ws = WebSocket(server, 1 << 20, buffered=client_frame(b"early"))
+        await client.send_all(client_frame(b"p1", first=0x89) + client_frame(b"next"))
+        assert await ws.receive() == "early"
+        assert await ws.receive() == "next"
+        assert await client.receive_some() == b"\x8a\x02p1"  # the pong
+
+
+async def test_the_clients_close_is_echoed_and_ends_receiving() -> None:
+    with trio.fail_after(5):
+        client, server = trio.testing.memory_stream_pair()
+        ws = WebSocket(server, 1 << 20)
+        await client.send_all(client_frame(b"\x03\xe9", first=0x88))
+        with pytest.raises(Closed):
+            await ws.receive()
+        assert await client.receive_some() == close_frame(1001)
+        with pytest.raises(Closed):
+            await ws.send_texts(["too late"])
+
+
+async def test_our_close_waits_for_the_answer_dropping_messages() -> None:
+    with trio.fail_after(5):
+        client, server = trio.testing.memory_stream_pair()
+        ws = WebSocket(server, 1 << 20)
+        await client.send_all(client_frame(b"in flight") + client_frame(b"", first=0x88))
+        await ws.close(4000, "bye")
+        assert ws.close_received is not None
+        assert await client.receive_some() == close_frame(4000, "bye")
+
+
+async def test_a_violation_is_answered_with_its_close_then_the_end() -> None:
+    with trio.fail_after(5):
+        client, server = trio.testing.memory_stream_pair()
+        ws = WebSocket(server, 1 << 20)
+        await client.send_all(client_frame(b"\xc3\x28"))
+        with pytest.raises(Closed):
+            await ws.receive()
+        assert ws.violation is not None and ws.violation.code == 1007
+        await ws.aclose()
+        assert await read_all(client) == close_frame(1007, "invalid UTF-8")
+
+
+async def test_our_ping_returns_on_its_pong() -> None:
+    with trio.fail_after(5):
+        client, server = trio.testing.memory_stream_pair()
+        ws = WebSocket(server, 1 << 20)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ws.ping)
+            frame = await client.receive_some()
+            assert frame[:2] == b"\x89\x04"
+            await client.send_all(client_frame(frame[2:], first=0x8A) + client_frame(b"m"))
+            assert await ws.receive() == "m"  # the reader saw the pong on the way
+
+
+async def test_aclose_sends_a_normal_close_when_none_went_out() -> None:
+    with trio.fail_after(5):
+        client, server = trio.testing.memory_stream_pair()
+        ws = WebSocket(server, 1 << 20)
+        await ws.aclose()
+        assert await read_all(client) == close_frame(1000)
