@@ -66,15 +66,17 @@ class FakeStore:
 
 
 class Harness:
-    def __init__(self, nursery: trio.Nursery, config: SessionConfig) -> None:
+    def __init__(self, nursery: trio.Nursery, config: SessionConfig, *,
+                 ping_interval: float = 3600, ping_timeout: float = 3600) -> None:
         self.nursery = nursery
         self.hub = Hub()
         self.store = FakeStore(self.hub)
         self.metrics = MailboxMetrics(CollectorRegistry())
         services = Services(hub=self.hub, submit=self.store.submit, metrics=self.metrics,
-                            ping_interval=3600, ping_timeout=3600, command_timeout=5,
-                            replay=self.store.pages, replay_stall=3)
+                            ping_interval=ping_interval, ping_timeout=ping_timeout,
+                            command_timeout=5, replay=self.store.pages, replay_stall=3)
         self.handler = ConnectionHandler(services, config)
+        nursery.start_soon(self.handler.keep_alive)
 
     async def connect(self, path: str = "/v1", *, lockstep: bool = False) -> WebSocketConnection:
         """A client; `lockstep`: the server's writes wait until the client reads them."""
@@ -88,10 +90,11 @@ class Harness:
 
 
 @asynccontextmanager
-async def harness(config: SessionConfig | None = None) -> AsyncIterator[Harness]:
+async def harness(config: SessionConfig | None = None, **pings: float,
+                  ) -> AsyncIterator[Harness]:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            yield Harness(nursery, config or SessionConfig())
+            yield Harness(nursery, config or SessionConfig(), **pings)
             nursery.cancel_scope.cancel()
 
 
@@ -306,3 +309,24 @@ async def test_a_client_that_sends_big_pings_and_reads_nothing_is_dropped_after_
             await trio.testing.wait_all_tasks_blocked()
         # One pong being written, 8 MiB (OUTBOUND_BYTES) queued: not OUTBOUND_QUEUE (4096) of them
         assert pings <= 10
+
+
+async def test_keep_alive_pings_answered_keep_a_connection_unanswered_close_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """One task pings every connection open for an interval; trio-websocket's client answers
+    (it stays open), a raw client that never reads its pings is closed 1001 `ping timeout`."""
+    async with harness(ping_interval=2, ping_timeout=2) as h:  # virtual seconds
+        answering = await bound(h)
+        client, server = trio.testing.memory_stream_pair()
+        h.nursery.start_soon(serve_stream, server, PEER, h.handler, h.metrics)
+        await client.send_all(UPGRADE % b"/v1")
+        await trio.sleep(8)  # several intervals
+        assert h.counted("connections_dropped_total", reason="ping_timeout") == 1
+        await send(answering, type="ping", ping=1, id="still")
+        assert await recv(answering) == {"type": "ack", "id": "still"}
+        received = b""
+        while chunk := await client.receive_some():
+            received += chunk
+        assert b"\x89\x04" in received  # a ping was sent
+        assert received.endswith(b"\x88\x0e\x03\xe9ping timeout")  # 1001, then the end

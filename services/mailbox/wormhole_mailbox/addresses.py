@@ -8,6 +8,7 @@ broken proxy cannot hand the client, or the per-address limits, a made-up addres
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +30,8 @@ class PeerAddress:
         return {"port": self.port, self.family: self.host}
 
 
-def parse_ip(text: str) -> IPAddress | None:
+@functools.lru_cache(maxsize=4096)  # every connection asks two or three times, most of them
+def parse_ip(text: str) -> IPAddress | None:  # for an address seen before
     """One IP address, an IPv4-mapped IPv6 one as IPv4; None for anything else (lists, names,
     ports, brackets, IPv6 zone ids, which name an interface of the sender, not a host)."""
     try:

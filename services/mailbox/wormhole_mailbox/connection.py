@@ -1,4 +1,5 @@
-"""One client's WebSocket: a reader, a writer and a keep-alive, executing the session's actions.
+"""One client's WebSocket: a reader and a writer executing the session's actions; keep-alive
+pings for all connections come from one task (`ConnectionHandler.keep_alive`).
 
 The reader takes frames strictly in order: the actions of one command (its ack, the store op,
 the result) are all executed before the next frame is looked at, and the frames they queue
@@ -85,6 +86,8 @@ class ClientConnection:
         self._finished = trio.Event()  # `run` has returned
         self._waiting = trio.CancelScope()  # the reader's wait for the next frame
         self._interruption: Sequence[Action] = ()  # for the reader, between commands
+        self.opened = trio.current_time()
+        self.pinging = False
 
     async def run(self, welcome: Sequence[Action]) -> None:
         """Execute the welcome, then serve the client until either side closes."""
@@ -93,7 +96,6 @@ class ClientConnection:
                 return
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.outbound.write)
-                nursery.start_soon(self._keepalive)
                 try:
                     await self._read()
                 finally:
@@ -239,17 +241,18 @@ class ClientConnection:
             return await self.outbound.written(frames)
         return False
 
-    async def _keepalive(self) -> None:
-        while True:
-            await trio.sleep(self.services.ping_interval)
-            try:
-                with trio.move_on_after(self.services.ping_timeout) as scope:
-                    await self.ws.ping()
-            except Closed:
-                return
-            if scope.cancelled_caught:
-                self._interrupt(ping_timeout())
-                return
+    async def ping(self) -> None:
+        """One keep-alive ping (`ConnectionHandler.keep_alive`); no pong in time: a close."""
+        self.pinging = True
+        try:
+            with trio.move_on_after(self.services.ping_timeout) as scope:
+                await self.ws.ping()
+        except Closed:
+            return
+        finally:
+            self.pinging = False
+        if scope.cancelled_caught:
+            self._interrupt(ping_timeout())
 
 
 class ConnectionHandler:
@@ -265,6 +268,18 @@ class ConnectionHandler:
         self.limits = limits if limits is not None else Limits(LimitSettings())
         self.spent = hashcash.SpentStamps()  # shared: a stamp is spent for every connection
         self.connections: set[ClientConnection] = set()
+
+    async def keep_alive(self) -> None:
+        """Ping every connection open for `ping_interval` once per interval, from one task
+        for all of them (most connections live a second and are never pinged)."""
+        interval = self.services.ping_interval
+        async with trio.open_nursery() as pings:
+            while True:
+                await trio.sleep(interval)
+                due = trio.current_time() - interval
+                for connection in list(self.connections):
+                    if connection.opened <= due and not connection.pinging:
+                        pings.start_soon(connection.ping)
 
     async def __call__(
         self, request: Upgrade, peer: PeerAddress,

@@ -11,6 +11,7 @@ Memory is bounded: at most `max_tracked` keys per kind of state, idle ones forgo
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 from collections import Counter, OrderedDict
@@ -52,6 +53,7 @@ REFUSALS = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
 def address_key(host: str) -> str:
     """What per-address limits count by: the IPv4 address, or an IPv6 address's /64."""
     try:
