@@ -3,9 +3,11 @@
 Starts a durable PostgreSQL (fsync and synchronous commit on), our `wormhole-mailbox`, and the
 reference `twist wormhole-mailbox` (magic-wormhole-mailbox-server from PyPI, in its own venv,
 SQLite with the usage database on, as in the spec's Baseline), runs `mailbox_load.py` against
-each and prints pairs/s, latency percentiles, CPU seconds and the ratios.
+each and prints pairs/s, latency percentiles, CPU seconds and the ratios; then the memory
+each holds per idle WebSocket (`--idle` connections that got their welcome and stay open,
+measured on the fresh server before the load).
 
-    python bench/mailbox_bench.py --pairs 50 --seconds 20 --workers 1 2
+    python bench/mailbox_bench.py --pairs 50 --seconds 20 --workers 1 2 --idle 2000
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -72,6 +75,50 @@ def run_load(ports: list[int], pairs: int, seconds: float) -> dict[str, float]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+UPGRADE = (b"GET /v1 HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def tree_rss_kib(pid: int) -> int:
+    """Resident memory of a process and its descendants."""
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            for row in Path(f"/proc/{current}/status").read_text().splitlines():
+                if row.startswith("VmRSS:"):
+                    total += int(row.split()[1])
+            for task in Path(f"/proc/{current}/task").iterdir():
+                stack.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return total
+
+
+def idle_memory(port: int, pid: int, count: int) -> dict[str, float]:
+    """KiB of server memory per idle WebSocket: `count` clients upgraded, welcomed, silent."""
+    time.sleep(1)
+    before = tree_rss_kib(pid)
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(UPGRADE)
+            received = b""
+            while b"welcome" not in received:  # the 101, then the welcome frame
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise RuntimeError("the server closed an idle connection")
+                received += chunk
+            sockets.append(s)
+        time.sleep(2)
+        after = tree_rss_kib(pid)
+    finally:
+        for s in sockets:
+            s.close()
+    return {"idle_kib_per_conn": (after - before) / count}
+
+
 def tree_cpu(pid: int) -> float:
     """CPU seconds of a process and its descendants (a worker group's supervisor and workers)."""
     total, stack = 0.0, [pid]
@@ -86,7 +133,8 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
-def bench_ours(pairs: int, seconds: float, state: Path, workers: int = 1) -> dict[str, float]:
+def bench_ours(pairs: int, seconds: float, state: Path, workers: int = 1,
+               idle: int = 0) -> dict[str, float]:
     """One `wormhole-mailbox` with `MAILBOX_WORKERS=workers` on a durable database."""
     cluster = TestCluster(durable=True)
     cluster.start()
@@ -101,18 +149,19 @@ def bench_ours(pairs: int, seconds: float, state: Path, workers: int = 1) -> dic
         wait_for_port(port, proc=server)
         time.sleep(1)  # every worker up before the clock starts
         postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+        memory = idle_memory(port, server.pid, idle) if idle else {}  # on a fresh server
         cpu0, pg0 = tree_cpu(server.pid), postgres_cpu(postmaster)
         result = run_load([port], pairs, seconds)
         result["server_cpu_s"] = tree_cpu(server.pid) - cpu0
         result["db_cpu_s"] = postgres_cpu(postmaster) - pg0
-        return result
+        return {**result, **memory}
     finally:
         server.terminate()
         server.wait(30)
         cluster.stop()
 
 
-def bench_reference(pairs: int, seconds: float, state: Path) -> dict[str, float]:
+def bench_reference(pairs: int, seconds: float, state: Path, idle: int = 0) -> dict[str, float]:
     twist = ensure_reference()
     port = free_port()
     with (state / "reference.log").open("w") as log:
@@ -123,10 +172,12 @@ def bench_reference(pairs: int, seconds: float, state: Path) -> dict[str, float]
         )
     try:
         wait_for_port(port, proc=server)
+        memory = idle_memory(port, server.pid, idle) if idle else {}  # on a fresh server
         cpu0 = cpu_seconds(server.pid)
         result = run_load([port], pairs, seconds)
         result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
         result["db_cpu_s"] = 0.0  # SQLite runs inside the server process
+        result.update(memory)
     finally:
         server.terminate()
         server.wait(10)
@@ -140,17 +191,20 @@ def main() -> None:
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--workers", type=int, nargs="*", default=[1], metavar="N",
                         help="run ours with each of these MAILBOX_WORKERS values (e.g. 1 2)")
+    parser.add_argument("--idle", type=int, default=0, metavar="N",
+                        help="then hold N idle WebSockets and report memory per connection")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mailbox-bench-") as tmp:
         state = Path(tmp)
         os.chmod(state, 0o777)
         rows = {}
         for n in args.workers:
-            rows[f"ours w{n}"] = bench_ours(args.pairs, args.seconds, state, workers=n)
+            rows[f"ours w{n}"] = bench_ours(args.pairs, args.seconds, state, workers=n,
+                                            idle=args.idle)
             time.sleep(1)
         if not args.skip_reference:
             time.sleep(1)
-            rows["reference"] = bench_reference(args.pairs, args.seconds, state)
+            rows["reference"] = bench_reference(args.pairs, args.seconds, state, idle=args.idle)
     print(f"{args.pairs} concurrent pairs, {args.seconds:g} s each")
     header = ("server", "pairs/s", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms",
               "server CPU s", "DB CPU s", "CPU ms/pair")
@@ -167,6 +221,9 @@ def main() -> None:
                 print(f"{name} / reference: pairs/s {r['pairs_per_s'] / ref['pairs_per_s']:.2f}x,"
                       f" p99 {r['p99_ms'] / ref['p99_ms']:.3f}x,"
                       f" CPU/pair {cpu_per_pair(r) / cpu_per_pair(ref):.3f}x")
+    for name, r in rows.items():
+        if "idle_kib_per_conn" in r:
+            print(f"{name}: {r['idle_kib_per_conn']:.1f} KiB per idle WebSocket ({args.idle})")
     if "ours w1" in rows:
         one = rows["ours w1"]["pairs_per_s"]
         for name, r in rows.items():

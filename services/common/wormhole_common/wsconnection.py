@@ -7,7 +7,6 @@ the reader (`close`): our close frame, then the peer's answer, read while droppi
 
 from __future__ import annotations
 
-import collections
 import os
 
 import trio
@@ -38,7 +37,7 @@ class WebSocket:
                  buffered: bytes = b"") -> None:
         self.stream = stream
         self.reader = FrameReader(max_message_size)
-        self._events: collections.deque[Event] = collections.deque()
+        self._events: list[Event] = []  # a list: most reads hold one event, a deque is big
         self._buffered = buffered
         self._send_lock = trio.Lock()
         self.close_sent = False
@@ -46,7 +45,7 @@ class WebSocket:
         self.violation: Violation | None = None  # the peer's, answered with this close
         self.broken = False  # the stream ended or failed
         self._ping: bytes | None = None
-        self._pong = trio.Event()
+        self._pong: trio.Event | None = None  # while a ping waits
 
     @property
     def closed(self) -> bool:
@@ -56,7 +55,7 @@ class WebSocket:
         """The next message; `Closed` once the peer closed, broke the protocol or left."""
         while True:
             while self._events:
-                event = self._events.popleft()
+                event = self._events.pop(0)
                 if isinstance(event, Message):
                     return event.data
                 await self._handle(event)
@@ -79,7 +78,7 @@ class WebSocket:
                 if not self.close_sent:
                     await self._send(websocket.pong_frame(payload), quiet=True)
             case Pong(payload):
-                if payload == self._ping:
+                if payload == self._ping and self._pong is not None:
                     self._pong.set()
             case CloseReceived(code):
                 self.close_received = event
@@ -99,9 +98,12 @@ class WebSocket:
     async def ping(self) -> None:
         """Send a ping and wait for its pong (the caller bounds the wait)."""
         self._ping = os.urandom(4)
-        self._pong = trio.Event()
-        await self._send(websocket.ping_frame(self._ping))
-        await self._pong.wait()
+        self._pong = pong = trio.Event()
+        try:
+            await self._send(websocket.ping_frame(self._ping))
+            await pong.wait()
+        finally:
+            self._pong = None
 
     async def close(self, code: int, reason: str = "") -> None:
         """Our close frame, then the peer's answer (the caller bounds the wait); only from the
@@ -175,4 +177,5 @@ class Upgrade:
     async def accept(self, extra_headers: list[tuple[bytes, bytes]]) -> WebSocket:
         await self._stream.send_all(
             websocket.upgrade_response(self._method, self.headers, extra_headers))
+        self.headers = []  # read by now; an idle connection should not keep them
         return WebSocket(self._stream, self._max_message_size, self._buffered)

@@ -92,12 +92,11 @@ class ClientConnection:
     async def run(self, welcome: Sequence[Action]) -> None:
         """Execute the welcome, then serve the client until either side closes."""
         try:
-            if await self.execute(welcome):
-                return
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self.outbound.write)
+                self.outbound.nursery = nursery  # the writer runs there while it has work
                 try:
-                    await self._read()
+                    if not await self.execute(welcome):
+                        await self._read()
                 finally:
                     nursery.cancel_scope.cancel()
         finally:

@@ -6,15 +6,18 @@ client that sends 1 MiB pings and reads nothing is dropped after a few, not afte
 Frames of the command being executed are held (`hold`/`release`) so an ack never leaves
 before its command is done. A replay instead waits for room and for the writer (`written`),
 so it holds one page at a time.
+
+The writer is a task only while there is something to write: it is started (in the
+connection's nursery) when a frame is queued and ends when the queue is empty, so an idle
+connection holds no task and no timer for it (memory per idle WebSocket is what a server of
+many waiting clients runs out of first).
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import trio
-from wormhole_common.channels import receive_batch
 from wormhole_common.wsconnection import Closed, WebSocket
 
 from wormhole_mailbox.actions import Frame
@@ -22,35 +25,38 @@ from wormhole_mailbox.validation import encode_unstamped, stamp
 
 OUTBOUND_QUEUE = 4096  # frames waiting for one slow client before it is dropped
 OUTBOUND_BYTES = 8 << 20  # ...or this much text: a full mailbox (4 MiB of bodies) and more
-WRITE_BATCH = 64  # frames stamped with one clock reading
+WRITE_BATCH = 64  # frames stamped with one clock reading and sent in one write
 
 
 class Outbound:
     def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
+        self.nursery: trio.Nursery | None = None  # where the writer runs: set before queueing
         # Frames, and markers the writer sets once everything before them is written.
-        self._send, self._receive = trio.open_memory_channel[str | trio.Event](OUTBOUND_QUEUE)
-        self.queued_bytes = 0  # characters of the frames in the channel (ASCII: bytes)
+        self._items: list[str | trio.Event] = []
+        self.queued_bytes = 0  # characters of the frames queued (ASCII: bytes)
         self.overflowed = False
-        self.drained = trio.Event()  # the writer has finished
+        self.drained = trio.Event()  # the writer has finished for good (closed, or gone)
         self._held: list[Frame] | None = None  # frames of the command being executed
+        self._writing = False
+        self._closing = False  # nothing more is queued
+        self._gone = False  # the client cannot be written to
+        self._room: trio.Event | None = None  # for `written`, waiting for the queue to shrink
 
     def queue(self, frame: Frame) -> None:
         if self._held is not None:
             self._held.append(frame)
             return
+        if self._closing or self._gone:
+            return  # closing: nothing more goes out
         text = encode_unstamped(frame)
-        if self.queued_bytes + len(text) > OUTBOUND_BYTES and self.queued_bytes:
+        if (self.queued_bytes + len(text) > OUTBOUND_BYTES and self.queued_bytes) or len(
+                self._items) >= OUTBOUND_QUEUE:
             self.overflowed = True
             return
-        try:
-            self._send.send_nowait(text)
-        except trio.WouldBlock:
-            self.overflowed = True
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass  # closing: nothing more goes out
-        else:
-            self.queued_bytes += len(text)
+        self._items.append(text)
+        self.queued_bytes += len(text)
+        self._kick()
 
     def hold(self) -> None:
         self._held = []
@@ -62,29 +68,46 @@ class Outbound:
 
     def close(self) -> None:
         """Nothing more is queued: the writer ends once it has sent what is."""
-        self._send.close()
+        self._closing = True
+        if not self._writing:
+            self._finish()
 
     async def written(self, frames: list[Frame]) -> bool:
         """Queue `frames`, waiting for room, and wait until the writer has sent them: True
-        then, False if the writer is gone. (The caller bounds the wait.)"""
-        marker = trio.Event()
-        try:
-            for frame in frames:
-                text = encode_unstamped(frame)
-                await self._send.send(text)
-                self.queued_bytes += len(text)
-            await self._send.send(marker)
-        except trio.BrokenResourceError:
+        then, False if the client cannot be written to. (The caller bounds the wait.)"""
+        for frame in frames:
+            while len(self._items) >= OUTBOUND_QUEUE and not self._gone:
+                self._room = trio.Event()
+                await self._room.wait()
+            if self._gone or self._closing:
+                return False
+            text = encode_unstamped(frame)
+            self._items.append(text)
+            self.queued_bytes += len(text)
+            self._kick()
+        if self._gone or self._closing:
             return False
+        marker = trio.Event()
+        self._items.append(marker)
+        self._kick()
         await marker.wait()
-        return not self.drained.is_set()
+        return not self._gone
 
-    async def write(self) -> None:
-        """The writer: stamps each batch with `server_tx` and sends it in one write, until
-        closed. A marker is set once the frames before it are written."""
+    def _kick(self) -> None:
+        if not self._writing:
+            assert self.nursery is not None, "queued before the connection runs"
+            self._writing = True
+            self.nursery.start_soon(self._write)
+
+    async def _write(self) -> None:
+        """Stamp each batch with `server_tx` and send it in one write, until the queue is
+        empty; a marker is set once the frames before it are written."""
         try:
-            while True:
-                items = await receive_batch(self._receive, WRITE_BATCH)
+            while self._items:
+                items = self._items[:WRITE_BATCH]
+                del self._items[:WRITE_BATCH]
+                if self._room is not None:
+                    self._room.set()
                 now = time.time()
                 texts: list[str] = []
                 for item in items:
@@ -98,17 +121,20 @@ class Outbound:
                         texts.append(stamp(item, now))
                 if texts:
                     await self.ws.send_texts(texts)
-        except (trio.EndOfChannel, Closed):
-            pass
+        except Closed:
+            self._gone = True
         finally:
-            self.drained.set()
-            self._stop()
+            self._writing = False
+        if self._gone or self._closing:
+            self._finish()
 
-    def _stop(self) -> None:
-        """The writer is gone: wake whoever waits on a marker, and fail later sends."""
-        with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
-            while True:
-                item = self._receive.receive_nowait()
-                if isinstance(item, trio.Event):
-                    item.set()
-        self._receive.close()
+    def _finish(self) -> None:
+        """The writer is done for good: wake whoever waits on a marker or for room."""
+        for item in self._items:
+            if isinstance(item, trio.Event):
+                item.set()
+        self._items.clear()
+        self.queued_bytes = 0
+        if self._room is not None:
+            self._room.set()
+        self.drained.set()
