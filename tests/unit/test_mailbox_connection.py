@@ -76,7 +76,6 @@ class Harness:
                             ping_interval=ping_interval, ping_timeout=ping_timeout,
                             command_timeout=5, replay=self.store.pages, replay_stall=3)
         self.handler = ConnectionHandler(services, config)
-        nursery.start_soon(self.handler.keep_alive)
 
     async def connect(self, path: str = "/v1", *, lockstep: bool = False) -> WebSocketConnection:
         """A client; `lockstep`: the server's writes wait until the client reads them."""
@@ -94,7 +93,9 @@ async def harness(config: SessionConfig | None = None, **pings: float,
                   ) -> AsyncIterator[Harness]:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            yield Harness(nursery, config or SessionConfig(), **pings)
+            h = Harness(nursery, config or SessionConfig(), **pings)
+            await nursery.start(h.handler.run)
+            yield h
             nursery.cancel_scope.cancel()
 
 

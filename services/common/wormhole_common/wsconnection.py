@@ -36,6 +36,10 @@ class WebSocket:
     def __init__(self, stream: trio.abc.Stream, max_message_size: int,
                  buffered: bytes = b"") -> None:
         self.stream = stream
+        # A socket's own recv (public trio API) spares a layer of frames for every waiting
+        # connection, and of calls for every read.
+        self._receive_some = (stream.socket.recv if isinstance(stream, trio.SocketStream)
+                              else stream.receive_some)
         self.reader = FrameReader(max_message_size)
         self._events: list[Event] = []  # a list: most reads hold one event, a deque is big
         self._buffered = buffered
@@ -64,8 +68,8 @@ class WebSocket:
             data, self._buffered = self._buffered, b""
             if not data:
                 try:
-                    data = bytes(await self.stream.receive_some(RECEIVE_BYTES))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = bytes(await self._receive_some(RECEIVE_BYTES))
+                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
                     data = b""
                 if not data:
                     self.broken = True

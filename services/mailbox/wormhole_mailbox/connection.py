@@ -77,11 +77,12 @@ class Services:
 class ClientConnection:
     """A client's WebSocket and its session, from the welcome to the close."""
 
-    def __init__(self, ws: WebSocket, session: Session, services: Services) -> None:
+    def __init__(self, ws: WebSocket, session: Session, services: Services,
+                 tasks: trio.Nursery) -> None:
         self.ws = ws
         self.session = session
         self.services = services
-        self.outbound = Outbound(ws)
+        self.outbound = Outbound(ws, tasks)
         self._subscription: tuple[Key, Subscriber] | None = None
         self._finished = trio.Event()  # `run` has returned
         self._waiting = trio.CancelScope()  # the reader's wait for the next frame
@@ -92,14 +93,10 @@ class ClientConnection:
     async def run(self, welcome: Sequence[Action]) -> None:
         """Execute the welcome, then serve the client until either side closes."""
         try:
-            async with trio.open_nursery() as nursery:
-                self.outbound.nursery = nursery  # the writer runs there while it has work
-                try:
-                    if not await self.execute(welcome):
-                        await self._read()
-                finally:
-                    nursery.cancel_scope.cancel()
+            if not await self.execute(welcome):
+                await self._read()
         finally:
+            self.outbound.stop()
             self._unsubscribe()
             self.session.end(time.time())
             self._finished.set()
@@ -267,18 +264,23 @@ class ConnectionHandler:
         self.limits = limits if limits is not None else Limits(LimitSettings())
         self.spent = hashcash.SpentStamps()  # shared: a stamp is spent for every connection
         self.connections: set[ClientConnection] = set()
+        self._tasks: trio.Nursery | None = None  # `run`'s: writers and keep-alive pings
 
-    async def keep_alive(self) -> None:
-        """Ping every connection open for `ping_interval` once per interval, from one task
-        for all of them (most connections live a second and are never pinged)."""
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                  ) -> None:
+        """The connections' shared tasks, until cancelled: their writers (each only while it
+        has frames to send), and keep-alive pings for every connection open for
+        `ping_interval`, once per interval, from one task (most connections live a second and
+        are never pinged). Connections are served only while this runs."""
         interval = self.services.ping_interval
-        async with trio.open_nursery() as pings:
+        async with trio.open_nursery() as self._tasks:
+            task_status.started()
             while True:
                 await trio.sleep(interval)
                 due = trio.current_time() - interval
                 for connection in list(self.connections):
                     if connection.opened <= due and not connection.pinging:
-                        pings.start_soon(connection.ping)
+                        self._tasks.start_soon(connection.ping)
 
     async def __call__(
         self, request: Upgrade, peer: PeerAddress,
@@ -286,28 +288,24 @@ class ConnectionHandler:
         """Serve the upgrade; the connection (closed by now) if it was accepted."""
         # a bug must be logged, and never cost the client more than its connection
         try:
-            return await self._serve(request, peer)
+            if request.path.rstrip("/") != "/v1":
+                await request.reject(404, body=b"Not Found\n")
+                return None
+            address = peer_address(peer.host, peer.port, request.headers,
+                                   self.trusted_proxies)
+            if not is_trusted_proxy(peer.host, self.trusted_proxies):  # admitted at accept
+                return await self._serve_admitted(request, address)
+            if refusal := self.limits.connections.admit(address.host):
+                self.services.metrics.refusals[refusal.reason].inc()
+                await request.reject(503, body=refusal.text.encode() + b"\n")
+                return None
+            try:
+                return await self._serve_admitted(request, address)
+            finally:
+                self.limits.connections.leave(address.host)
         except Exception:
             log.exception("connection handler failed")
             return None
-
-    async def _serve(
-        self, request: Upgrade, peer: PeerAddress,
-    ) -> WebSocket | None:
-        if request.path.rstrip("/") != "/v1":
-            await request.reject(404, body=b"Not Found\n")
-            return None
-        address = peer_address(peer.host, peer.port, request.headers, self.trusted_proxies)
-        if not is_trusted_proxy(peer.host, self.trusted_proxies):  # admitted at accept
-            return await self._serve_admitted(request, address)
-        if refusal := self.limits.connections.admit(address.host):
-            self.services.metrics.refusals[refusal.reason].inc()
-            await request.reject(503, body=refusal.text.encode() + b"\n")
-            return None
-        try:
-            return await self._serve_admitted(request, address)
-        finally:
-            self.limits.connections.leave(address.host)
 
     async def _serve_admitted(
         self, request: Upgrade, address: PeerAddress,
@@ -315,7 +313,8 @@ class ConnectionHandler:
         ws = await request.accept(extra_headers=[(b"Server", SERVER_HEADER)])
         self.services.metrics.connections["websocket"].inc()
         session = Session(self.config, spent=self.spent, quota=self.limits.client(address.host))
-        connection = ClientConnection(ws, session, self.services)
+        assert self._tasks is not None, "ConnectionHandler.run is not running"
+        connection = ClientConnection(ws, session, self.services, self._tasks)
         self.connections.add(connection)
         try:
             await connection.run(session.start(address))

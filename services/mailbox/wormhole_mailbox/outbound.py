@@ -8,9 +8,9 @@ before its command is done. A replay instead waits for room and for the writer (
 so it holds one page at a time.
 
 The writer is a task only while there is something to write: it is started (in the
-connection's nursery) when a frame is queued and ends when the queue is empty, so an idle
-connection holds no task and no timer for it (memory per idle WebSocket is what a server of
-many waiting clients runs out of first).
+connections' shared nursery, `ConnectionHandler.run`) when a frame is queued and ends when
+the queue is empty, so an idle connection holds no task, nursery or timer for it (memory
+per idle WebSocket is what a server of many waiting clients runs out of first).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ WRITE_BATCH = 64  # frames stamped with one clock reading and sent in one write
 
 
 class Outbound:
-    def __init__(self, ws: WebSocket) -> None:
+    def __init__(self, ws: WebSocket, nursery: trio.Nursery) -> None:
         self.ws = ws
-        self.nursery: trio.Nursery | None = None  # where the writer runs: set before queueing
+        self.nursery = nursery  # where the writer runs (it ends with the connection's socket)
         # Frames, and markers the writer sets once everything before them is written.
         self._items: list[str | trio.Event] = []
         self.queued_bytes = 0  # characters of the frames queued (ASCII: bytes)
@@ -66,6 +66,12 @@ class Outbound:
         for frame in held:
             self.queue(frame)
 
+    def stop(self) -> None:
+        """The connection is over: nothing more is queued or written (a writer still running
+        ends when the socket closes under it)."""
+        self._gone = True
+        self._finish()
+
     def close(self) -> None:
         """Nothing more is queued: the writer ends once it has sent what is."""
         self._closing = True
@@ -95,7 +101,6 @@ class Outbound:
 
     def _kick(self) -> None:
         if not self._writing:
-            assert self.nursery is not None, "queued before the connection runs"
             self._writing = True
             self.nursery.start_soon(self._write)
 

@@ -94,7 +94,7 @@ class MailboxServer:
                 await background.start(
                     self.endpoint.serve, self.settings.metrics_host, self.settings.metrics_port)
             background.start_soon(self.batcher.run)
-            background.start_soon(self.handler.keep_alive)
+            await background.start(self.handler.run)
             background.start_soon(self.pruner.run)
             await background.start(self.delivery.run)
             async with trio.open_nursery() as handlers:
