@@ -16,7 +16,13 @@ async def receive_batch(channel: trio.MemoryReceiveChannel[T], limit: int) -> li
     everything that piled up while the previous batch ran. Raises `trio.EndOfChannel` only
     when the channel is closed and empty.
     """
-    batch = [await channel.receive()]
+    first = await channel.receive()
+    return [first, *take_queued(channel, limit - 1)]
+
+
+def take_queued(channel: trio.MemoryReceiveChannel[T], limit: int) -> list[T]:
+    """What is queued already, up to `limit` items, without waiting."""
+    batch: list[T] = []
     while len(batch) < limit:
         try:
             batch.append(channel.receive_nowait())

@@ -1,5 +1,9 @@
-"""Connection limits in front of `trio.serve_listeners`, which owns accepting and the back-off
-when the process runs out of file descriptors or memory.
+"""Connection limits, and the accept loop in front of them.
+
+The loop replaces `trio.serve_listeners`, which closes every handler's stream with
+`aclose_forcefully` (a cancelled scope and a `Cancelled` raised and caught per connection: a
+tenth of the relay's CPU per pair in a setup storm). Here the handler's socket is just closed
+when the handler returns; running out of descriptors or memory backs off as trio's loop does.
 
 A refused connection is closed at once without a byte: the only signal the protocol has.
 """
@@ -7,6 +11,7 @@ A refused connection is closed at once without a byte: the only signal the proto
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import socket
 import sys
@@ -20,24 +25,42 @@ from wormhole_transit.stats import TransitStats
 log = logging.getLogger(__name__)
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
+# accept() failing for want of resources: wait a little, as `trio.serve_listeners` does
+_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+ACCEPT_BACKOFF_SECONDS = 0.1
+# ...or because that client is already gone, or a firewall said no: skip it (as trio does)
+_IGNORED_ERRNOS = {getattr(errno, name) for name in (
+    "ECONNABORTED", "EPROTO", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN", "ENONET", "EHOSTUNREACH",
+    "EOPNOTSUPP", "ENETUNREACH", "EPERM", "EAGAIN") if hasattr(errno, name)}
 
 
-class _CountingListener(trio.abc.Listener[trio.SocketStream]):
-    """Counts failed accepts; `serve_listeners` decides whether to back off or give up."""
+async def _serve_one(handler: Handler, stream: trio.SocketStream) -> None:
+    try:
+        await handler(stream)
+    finally:
+        stream.socket.close()  # a socket the handler detached (parked) is not closed
 
-    def __init__(self, listener: trio.SocketListener, stats: TransitStats) -> None:
-        self.listener = listener
-        self.stats = stats
 
-    async def accept(self) -> trio.SocketStream:
-        try:
-            return await self.listener.accept()
-        except OSError:
-            self.stats.refused["accept_failed"] += 1
-            raise
-
-    async def aclose(self) -> None:
-        await self.listener.aclose()
+async def _accept_loop(listener: trio.SocketListener, handler: Handler, nursery: trio.Nursery,
+                       stats: TransitStats) -> None:
+    sock = listener.socket
+    try:
+        while True:
+            try:
+                accepted, _ = await sock.accept()
+            except OSError as exc:
+                if exc.errno in _IGNORED_ERRNOS:
+                    continue
+                stats.refused["accept_failed"] += 1
+                if exc.errno not in _CAPACITY_ERRNOS:
+                    raise
+                log.warning("accept failed (%s); waiting %.1f s",
+                            errno.errorcode.get(exc.errno or 0, exc), ACCEPT_BACKOFF_SECONDS)
+                await trio.sleep(ACCEPT_BACKOFF_SECONDS)
+                continue
+            nursery.start_soon(_serve_one, handler, trio.SocketStream(accepted))
+    finally:
+        sock.close()
 
 
 class Admission:
@@ -54,22 +77,24 @@ class Admission:
     ) -> None:
         """Accept on `listeners` until cancelled; each connection runs `handler` in `nursery`,
         which calls `admit` first and `release` when the connection is closed."""
-        counting = [_CountingListener(listener, self.stats) for listener in listeners]
-        await trio.serve_listeners(handler, counting, handler_nursery=nursery,
-                                   task_status=task_status)
+        async with trio.open_nursery() as accepting:
+            for listener in listeners:
+                # accepted sockets inherit it (Linux, the BSDs, macOS): no call per connection
+                listener.socket.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                accepting.start_soon(_accept_loop, listener, handler, nursery, self.stats)
+            task_status.started(listeners)
 
     def admit(self, stream: trio.SocketStream) -> str | None:
         """The client's address if within the limits; otherwise None, after a FIN."""
         try:
             ip = sys.intern(str(stream.socket.getpeername()[0]))
-            stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         except OSError:
-            return None  # gone already; serve_listeners closes the stream
+            return None  # gone already; the accept loop closes the stream
         reason = self._refusal(ip)
         if reason is not None:
             self._refuse(reason)
             with contextlib.suppress(OSError):
-                stream.socket.shutdown(socket.SHUT_WR)  # no byte; serve_listeners closes it
+                stream.socket.shutdown(socket.SHUT_WR)  # no byte; the accept loop closes it
             return None
         self.stats.connections_open += 1
         self.per_ip[ip] += 1

@@ -151,7 +151,7 @@ class ConnectionHandler:
             await conn.pair_done.wait()  # the partner's task relays; keep our socket open
         elif conn.machine.state is State.DONE and conn.endpoint is not None:
             await _farewell(conn.endpoint, FAREWELLS.get(conn.machine.mood))
-        # otherwise (silence, a partial or overlong line) serve_listeners just closes it
+        # otherwise (silence, a partial or overlong line) the accept loop just closes it
         return False
 
     def _handshake_or_wait_ended(self, conn: Connection, result: Result | None, *,
@@ -278,7 +278,10 @@ class _TcpWatch:
 
     def detach(self) -> socket.socket:
         """The socket, no longer the stream's (closing the stream leaves it open)."""
-        return socket.socket(fileno=self.stream.socket.detach())
+        trio_socket = self.stream.socket
+        family, kind, proto = trio_socket.family, trio_socket.type, trio_socket.proto
+        # given the family, type and protocol, the socket asks the kernel nothing
+        return socket.socket(family, kind, proto, fileno=trio_socket.detach())
 
 
 class _WebSocketWatch:
