@@ -12,6 +12,7 @@ import os
 import trio
 
 from wormhole_common import websocket
+from wormhole_common.accepting import close_now
 from wormhole_common.http import response
 from wormhole_common.websocket import (
     CloseReceived,
@@ -158,7 +159,7 @@ class WebSocket:
             pass
         finally:
             self.broken = True
-            await trio.aclose_forcefully(self.stream)
+            await close_now(self.stream)
 
 
 class Upgrade:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 
 import trio
+from wormhole_common.accepting import close_now
 from wormhole_common.http import read_head, request_line, response
 from wormhole_common.websocket import INVALID_PAYLOAD, PROTOCOL_ERROR, TOO_BIG, HandshakeError
 from wormhole_common.wsconnection import Upgrade, WebSocket
@@ -45,7 +46,7 @@ async def serve_socket(
         try:
             host, port = stream.socket.getpeername()[:2]
         except OSError:  # the client is gone already
-            await trio.aclose_forcefully(stream)
+            await close_now(stream)
             return
         peer = PeerAddress(str(host), int(port))
         if is_trusted_proxy(peer.host, trusted_proxies):  # counted once the head names it
@@ -79,7 +80,7 @@ async def refuse(
             pass
         finally:
             connections.answered()
-    await trio.aclose_forcefully(stream)
+    await close_now(stream)
 
 
 async def serve_stream(
@@ -102,7 +103,7 @@ async def serve_stream(
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     finally:
-        await trio.aclose_forcefully(stream)
+        await close_now(stream)
 
 
 async def serve_websocket(

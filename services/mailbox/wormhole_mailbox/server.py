@@ -14,6 +14,7 @@ import time
 from functools import partial
 
 import trio
+from wormhole_common.accepting import serve_listeners
 from wormhole_common.database import Database
 from wormhole_common.fdlimit import ADDRESSES_SERVED, connection_limits, raise_open_file_limit
 from wormhole_common.observability import MetricsEndpoint
@@ -122,7 +123,7 @@ class MailboxServer:
             with trio.CancelScope() as accepting:
                 log.info("mailbox listening on %s:%s (/v1)", self.settings.host, self.port)
                 task_status.started(accepting)
-                await trio.serve_listeners(handle, listeners, handler_nursery=handlers)
+                await serve_listeners(handle, listeners, handlers)
         finally:
             self.port = None  # not ready any more
             for listener in listeners:

@@ -11,9 +11,10 @@ import secrets
 import time
 
 import trio
+from wormhole_common.accepting import Handler
 from wormhole_common.observability import MetricsEndpoint
 
-from wormhole_transit.admission import Admission, Handler
+from wormhole_transit.admission import Admission
 from wormhole_transit.connection import ConnectionHandler
 from wormhole_transit.ledger import Ledger
 from wormhole_transit.metrics import TransitMetrics
