@@ -8,6 +8,7 @@ the reader (`close`): our close frame, then the peer's answer, read while droppi
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -29,6 +30,10 @@ DRAIN_SECONDS = 1  # for the peer to end its side after the close, before the so
 DRAIN_BYTES = 1 << 20
 
 
+def encode_texts(texts: list[str]) -> bytes:
+    return b"".join(websocket.text_frame(text) for text in texts)
+
+
 class Closed(Exception):
     """The WebSocket is closed (or broken): nothing more can be received or sent."""
 
@@ -39,8 +44,13 @@ class WebSocket:
         self.stream = stream
         # A socket's own recv (public trio API) spares a layer of frames for every waiting
         # connection, and of calls for every read.
-        self._receive_some = (stream.socket.recv if isinstance(stream, trio.SocketStream)
-                              else stream.receive_some)
+        self._receive_some: Callable[[int], Awaitable[bytes | bytearray]]
+        if isinstance(stream, trio.SocketStream):
+            self._receive_some = stream.socket.recv
+            self._fd = stream.socket.fileno()  # non-blocking (trio's), for `try_send`
+        else:
+            self._receive_some = stream.receive_some
+            self._fd = -1
         self.reader = FrameReader(max_message_size)
         self._events: list[Event] = []  # a list: most reads hold one event, a deque is big
         self._buffered = buffered
@@ -98,7 +108,26 @@ class WebSocket:
 
     async def send_texts(self, texts: list[str]) -> None:
         """Text messages, in one write; `Closed` if the connection is (closing)."""
-        await self._send(b"".join(websocket.text_frame(text) for text in texts))
+        await self._send(encode_texts(texts))
+
+    async def send_raw(self, data: bytes) -> None:
+        """Bytes of frames (the rest of what `try_send` could not write)."""
+        await self._send(data)
+
+    def try_send(self, data: bytes) -> int:
+        """Write what the socket takes now, without waiting: how many bytes went out (0 when
+        another write is under way or the stream is not a socket). The caller sends the rest
+        (`send_raw`) before anything else. Writing from the task that queued the frames spares
+        a task switch, a lock and a scheduler pass per burst of frames."""
+        if self._fd < 0 or self.broken or self.close_sent or self._send_lock.locked():
+            return 0
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            self.broken = True  # reset or gone: the next send says Closed
+            return 0
 
     async def ping(self) -> None:
         """Send a ping and wait for its pong (the caller bounds the wait)."""
@@ -159,6 +188,7 @@ class WebSocket:
             pass
         finally:
             self.broken = True
+            self._fd = -1  # the number may soon be another connection's
             await close_now(self.stream)
 
 

@@ -7,10 +7,12 @@ Frames of the command being executed are held (`hold`/`release`) so an ack never
 before its command is done. A replay instead waits for room and for the writer (`written`),
 so it holds one page at a time.
 
-The writer is a task only while there is something to write: it is started (in the
-connections' shared nursery, `ConnectionHandler.run`) when a frame is queued and ends when
-the queue is empty, so an idle connection holds no task, nursery or timer for it (memory
-per idle WebSocket is what a server of many waiting clients runs out of first).
+Frames are written by whoever queues them, at once, as far as the socket takes them without
+waiting (`WebSocket.try_send`: no task switch, lock or scheduler pass per burst). Only what
+the socket does not take goes to a writer task, started (in the connections' shared nursery,
+`ConnectionHandler.run`) then and ending when the queue is empty; so an idle connection
+holds no task, nursery or timer for its writes (memory per idle WebSocket is what a server
+of many waiting clients runs out of first).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import time
 
 import trio
-from wormhole_common.wsconnection import Closed, WebSocket
+from wormhole_common.wsconnection import Closed, WebSocket, encode_texts
 
 from wormhole_mailbox.actions import Frame
 from wormhole_mailbox.validation import encode_unstamped, stamp
@@ -32,8 +34,9 @@ class Outbound:
     def __init__(self, ws: WebSocket, nursery: trio.Nursery) -> None:
         self.ws = ws
         self.nursery = nursery  # where the writer runs (it ends with the connection's socket)
-        # Frames, and markers the writer sets once everything before them is written.
-        self._items: list[str | trio.Event] = []
+        # Frames (unstamped text), markers the writer sets once everything before them is
+        # written, and at the head the bytes of a burst the socket took only part of.
+        self._items: list[str | bytes | trio.Event] = []
         self.queued_bytes = 0  # characters of the frames queued (ASCII: bytes)
         self.overflowed = False
         self.drained = trio.Event()  # the writer has finished for good (closed, or gone)
@@ -46,25 +49,30 @@ class Outbound:
     def queue(self, frame: Frame) -> None:
         if self._held is not None:
             self._held.append(frame)
-            return
+        elif self._append(frame):
+            self._kick()
+
+    def _append(self, frame: Frame) -> bool:
         if self._closing or self._gone:
-            return  # closing: nothing more goes out
+            return False  # closing: nothing more goes out
         text = encode_unstamped(frame)
         if (self.queued_bytes + len(text) > OUTBOUND_BYTES and self.queued_bytes) or len(
                 self._items) >= OUTBOUND_QUEUE:
             self.overflowed = True
-            return
+            return False
         self._items.append(text)
         self.queued_bytes += len(text)
-        self._kick()
+        return True
 
     def hold(self) -> None:
         self._held = []
 
     def release(self) -> None:
+        """The held frames go out, together."""
         held, self._held = self._held or [], None
-        for frame in held:
-            self.queue(frame)
+        appended = [self._append(frame) for frame in held]
+        if any(appended):
+            self._kick()
 
     def stop(self) -> None:
         """The connection is over: nothing more is queued or written (a writer still running
@@ -100,9 +108,29 @@ class Outbound:
         return not self._gone
 
     def _kick(self) -> None:
-        if not self._writing:
+        if not self._writing and not self._write_now():
             self._writing = True
             self.nursery.start_soon(self._write)
+
+    def _write_now(self) -> bool:
+        """Write the queue as far as the socket takes it without waiting: True if all of it
+        went out; otherwise the rest of the bytes leads the queue for the writer task."""
+        items = self._items
+        if any(isinstance(item, trio.Event) for item in items):
+            return False  # a replay's markers: the writer sets them in order
+        now = time.time()
+        data = encode_texts([stamp(item, now) for item in items if isinstance(item, str)])
+        if isinstance(items[0], bytes):
+            data = items[0] + data
+        sent = self.ws.try_send(data)
+        if sent == len(data):
+            items.clear()
+            self.queued_bytes = 0
+            return True
+        rest = data[sent:]
+        self._items = [rest]
+        self.queued_bytes = len(rest)
+        return False
 
     async def _write(self) -> None:
         """Stamp each batch with `server_tx` and send it in one write, until the queue is
@@ -121,6 +149,9 @@ class Outbound:
                             await self.ws.send_texts(texts)
                             texts = []
                         item.set()
+                    elif isinstance(item, bytes):  # a burst `_write_now` sent in part
+                        self.queued_bytes -= len(item)
+                        await self.ws.send_raw(item)
                     else:
                         self.queued_bytes -= len(item)
                         texts.append(stamp(item, now))
