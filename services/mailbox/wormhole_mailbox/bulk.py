@@ -194,9 +194,5 @@ def run(
 
 
 def _insert_usage(conn: psycopg.Connection, queries: list[Any]) -> None:
-    by_sql: dict[str, list[Any]] = {}
-    for sql, params in queries:
-        by_sql.setdefault(sql, []).append(params)
-    with conn.cursor() as cur:
-        for sql, rows in by_sql.items():
-            cur.executemany(sql, rows)  # in one pipeline
+    if queries:
+        conn.execute(*usage_rows.insert_all(queries))

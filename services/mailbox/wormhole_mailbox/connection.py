@@ -145,7 +145,7 @@ class ClientConnection:
 
     async def _perform(self, perform: Perform) -> bool:
         """Run the op under the command's deadline; then what the session says next."""
-        actions = command_timed_out(perform)
+        actions: Sequence[Action] | None = None
         with trio.move_on_after(self.services.command_timeout):
             try:
                 result = await self.services.submit(perform.op)
@@ -153,7 +153,7 @@ class ClientConnection:
                 actions = store_failed(perform)
             else:
                 actions = self.session.complete(perform, result)
-        return await self.execute(actions)
+        return await self.execute(command_timed_out(perform) if actions is None else actions)
 
     async def _execute_command(self, actions: Sequence[Action]) -> bool:
         """`execute`, holding the frames it queues until it is done."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from wormhole_mailbox import usage
@@ -44,3 +45,21 @@ def mailbox(
     return record, (MAILBOX_SQL, (
         record.app_id, record.for_nameplate, record.started, record.waiting_time,
         record.total_time, record.result))
+
+
+# Both kinds of usage row in one statement (a batch's `bulk.run`): their VALUES as JSON arrays.
+INSERT_ALL_SQL = (
+    "WITH n AS (INSERT INTO usage_nameplates (app_id, started, waiting_time, total_time, result)"
+    " SELECT e->>0, (e->>1)::float8, (e->>2)::float8, (e->>3)::float8, e->>4"
+    " FROM jsonb_array_elements(%s::jsonb) AS e)"
+    " INSERT INTO usage_mailboxes (app_id, for_nameplate, started, waiting_time, total_time,"
+    " result) SELECT e->>0, (e->>1)::boolean, (e->>2)::float8, (e->>3)::float8,"
+    " (e->>4)::float8, e->>5 FROM jsonb_array_elements(%s::jsonb) AS e"
+)
+
+
+def insert_all(queries: list[Query]) -> Query:
+    """The rows of `nameplate` and `mailbox` queries, as one `INSERT_ALL_SQL` query."""
+    nameplates = [list(params) for sql, params in queries if sql == NAMEPLATE_SQL]
+    mailboxes = [list(params) for sql, params in queries if sql == MAILBOX_SQL]
+    return (INSERT_ALL_SQL, (json.dumps(nameplates), json.dumps(mailboxes)))
