@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -66,13 +67,18 @@ def ensure_reference() -> Path:
 
 
 def run_load(ports: list[int], pairs: int, seconds: float) -> dict[str, float]:
+    """The load generator's figures, and the CPU it took itself (`load_cpu_s`)."""
     urls = [f"ws://127.0.0.1:{port}/v1" for port in ports]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "mailbox_load.py"), *urls,
          "--pairs", str(pairs), "--seconds", str(seconds)],
         check=True, capture_output=True, text=True,
     )
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # only the generator was reaped
+    result = dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    result["load_cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return result
 
 
 UPGRADE = (b"GET /v1 HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -207,13 +213,15 @@ def main() -> None:
             rows["reference"] = bench_reference(args.pairs, args.seconds, state, idle=args.idle)
     print(f"{args.pairs} concurrent pairs, {args.seconds:g} s each")
     header = ("server", "pairs/s", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms",
-              "server CPU s", "DB CPU s", "CPU ms/pair")
+              "server CPU s", "DB CPU s", "CPU ms/pair", "load generator CPU s")
     print(" | ".join(header))
     for name, r in rows.items():
         print(" | ".join([name, f"{r['pairs_per_s']:.1f}", f"{r['errors']:.0f}",
                           f"{r['p50_ms']:.1f}", f"{r['p90_ms']:.1f}", f"{r['p99_ms']:.1f}",
                           f"{r['max_ms']:.1f}", f"{r['server_cpu_s']:.1f}",
-                          f"{r['db_cpu_s']:.1f}", f"{cpu_per_pair(r):.2f}"]))
+                          f"{r['db_cpu_s']:.1f}", f"{cpu_per_pair(r):.2f}",
+                          f"{r['load_cpu_s']:.1f}"]))
+    print(f"(the machine has {os.cpu_count()} CPUs: {os.cpu_count() or 1:g} CPU s per second)")
     if "reference" in rows:
         ref = rows["reference"]
         for name, r in rows.items():
