@@ -18,7 +18,7 @@ from wormhole_common.migrations import migrate
 from wormhole_mailbox import replay
 from wormhole_mailbox.batcher import Batcher, StoreFailed
 from wormhole_mailbox.errors import ErrorKind
-from wormhole_mailbox.ops import Add, Claim, Close, Message, Op, Open, Refused, Result
+from wormhole_mailbox.ops import Add, Claim, Close, Message, Op, Open, Refused, Release, Result
 from wormhole_mailbox.pipeline import OpFailed
 from wormhole_mailbox.pruning import (
     DEFAULT_BATCH_SIZE,
@@ -368,3 +368,44 @@ async def test_a_close_marks_its_mailbox_used(database_url: str) -> None:
             await run_ops(db, store, [Open(APP, "a", "mb", 1.0), Open(APP, "b", "mb", 1.0)])
             await run_ops(db, store, [Close(APP, "a", "mb", "happy", 70.0, implicit_open=False)])
             assert await query(database_url, "SELECT updated FROM mailboxes") == [(70.0,)]
+
+
+def _shape(result: Result | OpFailed) -> object:
+    """A result without what differs by chance between two runs (random mailbox ids, seqs)."""
+    if isinstance(result, Message):
+        return ("message", result.side, result.phase, result.body)
+    if isinstance(result, str):
+        return "a mailbox id" if len(result) == 13 else result
+    if isinstance(result, list):
+        return [_shape(item) for item in result]
+    return result
+
+
+async def test_one_statement_and_op_by_op_give_the_same_results(database_url: str) -> None:
+    """A clean batch goes through `mb_batch`; the same ops with a poisoned op among them go
+    op by op in savepoints. Both give the same results and the same usage rows."""
+    def lifecycle(app: str) -> list[Op]:
+        return [Claim(app, "a", "4", 1.0), Claim(app, "b", "4", 2.0),
+                Claim(app, "c", "4", 2.5),  # crowded
+                Open(app, "a", "mb", 3.0), Add(app, "a", "mb", "pake", "x", 4.0, 7),
+                Add(app, "a", "nowhere", "pake", "x", 4.0, 8),  # gone
+                Release(app, "a", "4", 5.0), Release(app, "b", "4", 6.0),
+                Close(app, "a", "mb", "happy", 7.0, implicit_open=False),
+                Close(app, "b", "mb", "happy", 8.0, implicit_open=True)]
+
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None)
+            clean = await run_ops(db, store, lifecycle("clean"))
+            assert store.round_trips == 1  # one statement
+            poisoned = await run_ops(db, store, [POISON["NUL in body"], *lifecycle("poisoned")])
+            assert store.round_trips > 2  # the statement refused, then op by op
+            assert isinstance(poisoned[0], OpFailed)
+            assert [_shape(r) for r in poisoned[1:]] == [_shape(r) for r in clean]
+            assert isinstance(clean[2], Refused) and clean[2].kind is ErrorKind.CROWDED
+            assert clean[5] == Refused("mailbox is gone", ErrorKind.GONE)
+            usage = await query(database_url, "SELECT app_id, result FROM usage_nameplates"
+                                " UNION ALL SELECT app_id, result FROM usage_mailboxes"
+                                " ORDER BY 1, 2")
+            by_app = {app: [r for a, r in usage if a == app] for app in ("clean", "poisoned")}
+            assert by_app["clean"] == by_app["poisoned"] and by_app["clean"]

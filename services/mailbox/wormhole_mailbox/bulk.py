@@ -21,8 +21,8 @@ from typing import Any
 
 import psycopg
 
+from wormhole_mailbox import answers, usage
 from wormhole_mailbox import records as usage_rows
-from wormhole_mailbox import usage
 from wormhole_mailbox.allocation import AllocationExhausted
 from wormhole_mailbox.errors import ErrorKind
 from wormhole_mailbox.locking import LockKeys
@@ -33,7 +33,6 @@ from wormhole_mailbox.ops import (
     Claim,
     Close,
     ListNameplates,
-    Message,
     Op,
     Open,
     Refused,
@@ -125,41 +124,23 @@ class BulkBatch:
                 return [str(name) for name in answer]
             case Allocate():
                 name = self.allocated[i]
-                if isinstance(name, Refused):
-                    return name
-                mailbox, error = answer
-                return Refused.from_sql(error) if error else name
+                claim = name if isinstance(name, Refused) else answers.claimed(*answer)
+                return claim if isinstance(claim, Refused) else name
             case Claim():
-                mailbox, error = answer
-                return Refused.from_sql(error) if error else str(mailbox)
+                return answers.claimed(*answer)
             case Release():
-                if answer is not None:
-                    record, query = usage_rows.nameplate(
-                        op.app, answer, op.now, pruned=False, blur_seconds=self.blur_seconds)
-                    queries.append(query)
-                    records.append(record)
+                query = answers.released(op, answer, self.blur_seconds, records)
+                queries.extend([query] if query is not None else [])
                 return None
             case Open():
-                if answer[0]:
-                    return Refused.from_sql(answer[0])
-                return [Message(*row) for row in answer[1]]
+                return answers.opened(answer[0], [] if answer[0] else answer[1])
             case Add():
-                seq, full = answer
-                if full:
-                    return Refused("mailbox is full", ErrorKind.FULL)
-                if seq is None:
-                    return Refused("mailbox is gone", ErrorKind.GONE)
-                return Message(seq, op.side, op.phase, op.body, op.server_rx, op.msg_id)
+                return answers.added(op, *answer)
             case Close():
                 error, retired = answer
-                if error:
-                    return Refused.from_sql(error)
-                if retired is not None:
-                    retirement, query = usage_rows.mailbox(
-                        op.app, retired, op.now, pruned=False, blur_seconds=self.blur_seconds)
-                    queries.append(query)
-                    records.append(retirement)
-                return None
+                result, query = answers.closed(op, error, retired, self.blur_seconds, records)
+                queries.extend([query] if query is not None else [])
+                return result
         raise TypeError(f"unknown op {op!r}")
 
 

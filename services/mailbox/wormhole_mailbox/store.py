@@ -13,8 +13,7 @@ import random
 import psycopg
 from psycopg.types.json import Jsonb
 
-from wormhole_mailbox import bulk, usage
-from wormhole_mailbox import records as usage_rows
+from wormhole_mailbox import answers, bulk, usage
 from wormhole_mailbox.allocation import AllocationExhausted, choose_nameplate
 from wormhole_mailbox.bulk import BulkBatch
 from wormhole_mailbox.errors import ErrorKind
@@ -163,17 +162,13 @@ class Store:
             "SELECT o_mid, error FROM mb_claim(%s, %s, %s, %s, %s)",
             (app, name, side, now, new_mailbox_id()),
         )
-        mailbox, error = rows[0]
-        return Refused.from_sql(error) if error else str(mailbox)
+        return answers.claimed(*rows[0])
 
     def _release(self, op: Release, records: Records) -> Plan:
         rows = yield ("SELECT mb_release(%s, %s, %s)", (op.app, op.nameplate, op.side))
-        summary = rows[0][0] if rows else None
-        if summary is not None:
-            record, query = usage_rows.nameplate(
-                op.app, summary, op.now, pruned=False, blur_seconds=self.blur_seconds)
+        query = answers.released(op, rows[0][0] if rows else None, self.blur_seconds, records)
+        if query is not None:
             yield query
-            records.append(record)
         return None
 
     def _open(self, op: Open) -> Plan:
@@ -181,9 +176,9 @@ class Store:
             "SELECT mb_open_side(%s, %s, %s, %s, false)", (op.app, op.mailbox, op.side, op.now)
         )
         if rows and rows[0][0]:
-            return Refused.from_sql(rows[0][0])
+            return answers.opened(rows[0][0], [])
         rows = yield (MESSAGES_SQL, (op.app, op.mailbox, 0, self.open_page_size))
-        return [Message(*row) for row in rows]
+        return answers.opened(None, rows)
 
     def _add(self, op: Add) -> Plan:
         rows = yield (
@@ -191,11 +186,7 @@ class Store:
             (op.app, op.mailbox, op.side, op.phase, op.body, op.server_rx, Jsonb(op.msg_id),
              self.origin, self.max_messages, self.max_bytes),
         )
-        if rows[0][1]:
-            return Refused("mailbox is full", ErrorKind.FULL)
-        if rows[0][0] is None:
-            return Refused("mailbox is gone", ErrorKind.GONE)
-        return Message(rows[0][0], op.side, op.phase, op.body, op.server_rx, op.msg_id)
+        return answers.added(op, *rows[0])
 
     def _close(self, op: Close, records: Records) -> Plan:
         rows = yield (
@@ -203,14 +194,10 @@ class Store:
             (op.app, op.mailbox, op.side, op.mood, op.now, op.implicit_open),
         )
         error, retired = rows[0]
-        if error:
-            return Refused.from_sql(error)
-        if retired is not None:
-            record, query = usage_rows.mailbox(
-                op.app, retired, op.now, pruned=False, blur_seconds=self.blur_seconds)
+        result, query = answers.closed(op, error, retired, self.blur_seconds, records)
+        if query is not None:
             yield query
-            records.append(record)
-        return None
+        return result
 
     @staticmethod
     def messages_by_seq(
