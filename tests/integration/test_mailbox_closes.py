@@ -53,9 +53,8 @@ def dropped(server: MailboxServer, reason: str) -> float:
     return value or 0.0
 
 
-async def violate(server: MailboxServer, violation: bytes) -> list[tuple[int, bytes]]:
-    """Upgrade, exchange a ping command, then send `violation`: every frame the server sent
-    until it hung up."""
+async def upgraded(server: MailboxServer) -> tuple[trio.SocketStream, bytes, bytes]:
+    """A raw client past the upgrade: its stream, the 101's head, the bytes after it."""
     assert server.port is not None
     stream = await trio.open_tcp_stream("127.0.0.1", server.port)
     await stream.send_all(UPGRADE)
@@ -64,6 +63,13 @@ async def violate(server: MailboxServer, violation: bytes) -> list[tuple[int, by
         received += await stream.receive_some()
     head, _, received = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101 ")
+    return stream, head, received
+
+
+async def violate(server: MailboxServer, violation: bytes) -> list[tuple[int, bytes]]:
+    """Upgrade, exchange a ping command, then send `violation`: every frame the server sent
+    until it hung up."""
+    stream, _head, received = await upgraded(server)
     await stream.send_all(client_frame(b'{"type": "ping", "ping": 1}'))
     while len(server_frames(received)) < 3:  # the welcome, the ack and the pong
         received += await stream.receive_some()
@@ -115,13 +121,7 @@ async def test_pings_and_the_clients_close_over_a_real_socket(database_url: str)
     """A WebSocket ping (not the protocol's `ping` command) gets its pong; the client's close
     is echoed with its code, then the server ends the TCP connection."""
     async with serving(database_url) as server:
-        assert server.port is not None
-        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
-        await stream.send_all(UPGRADE)
-        received = b""
-        while b"\r\n\r\n" not in received:
-            received += await stream.receive_some()
-        head, _, received = received.partition(b"\r\n\r\n")
+        stream, head, received = await upgraded(server)
         assert b"\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in head + b"\r\n"
         await stream.send_all(client_frame(b"are you there", first=0x89))
         while len(server_frames(received)) < 2:  # the welcome and the pong
