@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import struct
 
 import pytest
@@ -146,3 +147,28 @@ def test_a_message_at_the_limit_is_taken() -> None:
     assert reader.feed(client_frame(b"a" * 16)) == [Message("a" * 16)]
     assert reader.feed(client_frame(b"a" * 8, first=0x01)
                        + client_frame(b"b" * 8, first=0x80)) == [Message("a" * 8 + "b" * 8)]
+
+
+def test_mutated_streams_give_events_never_exceptions() -> None:
+    """Seeded fuzz: valid frames with random bytes flipped, cut anywhere, fed in random
+    chunks; the reader answers with events (messages, then at most one close or violation)."""
+    rng = random.Random(12)
+    valid = [client_frame(b'{"type": "ping", "ping": 1}'), client_frame(b"ab", first=0x01),
+             client_frame(b"cd", first=0x80), client_frame(b"p", first=0x89),
+             client_frame(b"\x03\xe8", first=0x88), client_frame(b"x" * 300, first=0x82)]
+    for _ in range(3000):
+        data = bytearray(b"".join(rng.choice(valid) for _ in range(rng.randint(1, 6))))
+        for _ in range(rng.randint(0, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        reader = FrameReader(512)
+        events = []
+        pos = 0
+        while pos < len(data):
+            step = rng.randint(1, 64)
+            events += reader.feed(bytes(data[pos:pos + step]))
+            pos += step
+        enders = [e for e in events if isinstance(e, CloseReceived | Violation)]
+        assert len(enders) <= 1 and (not enders or events[-1] is enders[0])
+        for event in events:
+            if isinstance(event, Message) and isinstance(event.data, str):
+                event.data.encode("utf-8")  # text messages are valid UTF-8
