@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
-from wormhole_common.websocket import close_frame
+from wormhole_common.websocket import close_frame, text_frame
 from wormhole_common.wsconnection import Closed, WebSocket
 
 from tests.unit.test_common_websocket import client_frame
@@ -80,3 +80,33 @@ async def test_aclose_sends_a_normal_close_when_none_went_out() -> None:
         ws = WebSocket(server, 1 << 20)
         await ws.aclose()
         assert await read_all(client) == close_frame(1000)
+
+
+async def test_what_try_send_cannot_write_goes_first_whoever_writes_next() -> None:
+    """A burst the socket takes only part of: the rest is kept and written before anything
+    else (here a ping from another task), so frames never interleave."""
+    with trio.fail_after(10):
+        a, b = trio.socket.socketpair()
+        ws = WebSocket(trio.SocketStream(a), 1 << 20)
+        burst = text_frame("x" * 4_000_000)  # more than a socket buffer holds
+        assert ws.try_send(burst) is False
+        received = bytearray()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ws.ping)  # its frame must wait for the rest of the burst
+            while len(received) < len(burst) + 6:
+                received += await b.recv(1 << 20)
+            nursery.cancel_scope.cancel()
+        assert bytes(received[:len(burst)]) == burst
+        assert received[len(burst):len(burst) + 2] == b"\x89\x04"  # then the ping
+        b.close()
+        await ws.aclose()
+
+
+async def test_try_send_on_a_memory_stream_keeps_all_for_flush() -> None:
+    with trio.fail_after(5):
+        client, server = trio.testing.memory_stream_pair()
+        ws = WebSocket(server, 1 << 20)
+        assert ws.try_send(text_frame("one")) is False
+        assert ws.try_send(text_frame("two")) is False  # behind the first
+        await ws.flush()
+        assert await client.receive_some() == text_frame("one") + text_frame("two")

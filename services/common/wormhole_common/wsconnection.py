@@ -55,6 +55,7 @@ class WebSocket:
         self._events: list[Event] = []  # a list: most reads hold one event, a deque is big
         self._buffered = buffered
         self._send_lock = trio.Lock()
+        self._tail = b""  # what `try_send` could not write yet
         self.close_sent = False
         self.close_received: CloseReceived | None = None
         self.violation: Violation | None = None  # the peer's, answered with this close
@@ -110,24 +111,32 @@ class WebSocket:
         """Text messages, in one write; `Closed` if the connection is (closing)."""
         await self._send(encode_texts(texts))
 
-    async def send_raw(self, data: bytes) -> None:
-        """Bytes of frames (the rest of what `try_send` could not write)."""
-        await self._send(data)
-
-    def try_send(self, data: bytes) -> int:
-        """Write what the socket takes now, without waiting: how many bytes went out (0 when
-        another write is under way or the stream is not a socket). The caller sends the rest
-        (`send_raw`) before anything else. Writing from the task that queued the frames spares
-        a task switch, a lock and a scheduler pass per burst of frames."""
-        if self._fd < 0 or self.broken or self.close_sent or self._send_lock.locked():
-            return 0
+    def try_send(self, data: bytes) -> bool:
+        """Write `data` now, as far as the socket takes it without waiting; True if all of it
+        went out. Otherwise the rest is kept and goes out first with the next write of any
+        kind (frames are never interleaved): the caller has `flush` called. Writing from the
+        task that queued the frames spares a task switch, a lock and a scheduler pass per
+        burst. A closed connection takes nothing (False; `flush` then says `Closed`)."""
+        if self.broken or self.close_sent:
+            return False
+        if self._tail or self._fd < 0 or self._send_lock.locked():
+            self._tail += data  # behind what is kept already, or another write under way
+            return False
         try:
-            return os.write(self._fd, data)
+            sent = os.write(self._fd, data)
         except BlockingIOError:
-            return 0
+            sent = 0
         except OSError:
-            self.broken = True  # reset or gone: the next send says Closed
-            return 0
+            self.broken = True  # reset or gone: `flush` says Closed
+            return False
+        if sent < len(data):
+            self._tail = data[sent:]
+            return False
+        return True
+
+    async def flush(self) -> None:
+        """Write what `try_send` kept; `Closed` if the connection is (closing)."""
+        await self._send(b"")
 
     async def ping(self) -> None:
         """Send a ping and wait for its pong (the caller bounds the wait)."""
@@ -161,8 +170,11 @@ class WebSocket:
                 return
             raise Closed
         async with self._send_lock:
+            if self._tail:  # the rest of a `try_send`: it goes first
+                data, self._tail = self._tail + data, b""
             try:
-                await self.stream.send_all(data)
+                if data:
+                    await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self.broken = True
                 if not quiet:

@@ -34,9 +34,9 @@ class Outbound:
     def __init__(self, ws: WebSocket, nursery: trio.Nursery) -> None:
         self.ws = ws
         self.nursery = nursery  # where the writer runs (it ends with the connection's socket)
-        # Frames (unstamped text), markers the writer sets once everything before them is
-        # written, and at the head the bytes of a burst the socket took only part of.
-        self._items: list[str | bytes | trio.Event] = []
+        # Frames (unstamped text), and markers the writer sets once everything before them
+        # is written.
+        self._items: list[str | trio.Event] = []
         self.queued_bytes = 0  # characters of the frames queued (ASCII: bytes)
         self.overflowed = False
         self.drained = trio.Event()  # the writer has finished for good (closed, or gone)
@@ -114,28 +114,21 @@ class Outbound:
 
     def _write_now(self) -> bool:
         """Write the queue as far as the socket takes it without waiting: True if all of it
-        went out; otherwise the rest of the bytes leads the queue for the writer task."""
+        went out; otherwise the WebSocket keeps the rest for the writer task's `flush`."""
         items = self._items
         if any(isinstance(item, trio.Event) for item in items):
             return False  # a replay's markers: the writer sets them in order
         now = time.time()
         data = encode_texts([stamp(item, now) for item in items if isinstance(item, str)])
-        if isinstance(items[0], bytes):
-            data = items[0] + data
-        sent = self.ws.try_send(data)
-        if sent == len(data):
-            items.clear()
-            self.queued_bytes = 0
-            return True
-        rest = data[sent:]
-        self._items = [rest]
-        self.queued_bytes = len(rest)
-        return False
+        items.clear()
+        self.queued_bytes = 0
+        return self.ws.try_send(data)
 
     async def _write(self) -> None:
         """Stamp each batch with `server_tx` and send it in one write, until the queue is
         empty; a marker is set once the frames before it are written."""
         try:
+            await self.ws.flush()  # what `_write_now` could not write, first
             while self._items:
                 items = self._items[:WRITE_BATCH]
                 del self._items[:WRITE_BATCH]
@@ -149,9 +142,6 @@ class Outbound:
                             await self.ws.send_texts(texts)
                             texts = []
                         item.set()
-                    elif isinstance(item, bytes):  # a burst `_write_now` sent in part
-                        self.queued_bytes -= len(item)
-                        await self.ws.send_raw(item)
                     else:
                         self.queued_bytes -= len(item)
                         texts.append(stamp(item, now))
