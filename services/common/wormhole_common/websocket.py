@@ -101,6 +101,10 @@ def text_frame(text: str) -> bytes:
     return _frame(_TEXT, text.encode("utf-8"))
 
 
+def binary_frame(data: bytes) -> bytes:
+    return _frame(_BINARY, data)
+
+
 def ping_frame(payload: bytes) -> bytes:
     return _frame(_PING, payload[:125])
 

@@ -89,6 +89,11 @@ class WebSocket:
             self._events.extend(self.reader.feed(data))
 
     async def _handle(self, event: Event) -> None:
+        # shielded: a reader cancelled while answering must not leave half a control frame
+        with trio.CancelScope(shield=True):
+            await self._answer(event)
+
+    async def _answer(self, event: Event) -> None:
         match event:
             case Ping(payload):
                 if not self.close_sent:
@@ -106,6 +111,10 @@ class WebSocket:
                 self.violation = event
                 await self._send_close(code, reason)
                 raise Closed
+
+    async def send_binary(self, data: bytes) -> None:
+        """One binary message; `Closed` if the connection is (closing)."""
+        await self._send(websocket.binary_frame(data))
 
     async def send_texts(self, texts: list[str]) -> None:
         """Text messages, in one write; `Closed` if the connection is (closing)."""

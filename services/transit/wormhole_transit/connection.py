@@ -3,7 +3,7 @@
 A connection has one task while it sends its handshake. A TCP connection that must wait for
 its partner then gives up its task: it is parked in the `WaitingRoom` (one selector, one task for
 all waiting connections). The partner's task takes it back and runs the pair. A WebSocket
-connection keeps its task while waiting (trio-websocket reads in a task of its own anyway); the
+connection keeps its one task while waiting (it reads the stream, to answer pings); the
 partner wakes it by cancelling its scope and relays once it has let go of its socket. Every
 decision is an input to the connection's state machine (`machine.py`) through the rendezvous;
 this file performs the I/O.
@@ -17,7 +17,9 @@ import socket
 import time
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
+from wormhole_common.http import read_head, response
+from wormhole_common.websocket import HandshakeError
+from wormhole_common.wsconnection import Closed, Upgrade, WebSocket
 
 from wormhole_transit.handshake import (
     BAD_HANDSHAKE,
@@ -96,11 +98,7 @@ class ConnectionHandler:
         await self._serve(stream, "tcp", _TcpWatch(stream))
 
     async def serve_websocket(self, stream: trio.SocketStream) -> None:
-        async with trio.open_nursery() as nursery:  # trio-websocket's reader task
-            try:
-                await self._serve(stream, "websocket", _WebSocketWatch(stream, nursery))
-            finally:
-                nursery.cancel_scope.cancel()
+        await self._serve(stream, "websocket", _WebSocketWatch(stream))
 
     async def _serve(self, stream: trio.SocketStream, kind: str,
                      watch: _TcpWatch | _WebSocketWatch) -> None:
@@ -287,20 +285,26 @@ class _TcpWatch:
 class _WebSocketWatch:
     """The WebSocket side before pairing: the first message is the handshake (spec 2)."""
 
-    __slots__ = ("nursery", "stream", "ws")
+    __slots__ = ("stream", "ws")
 
-    def __init__(self, stream: trio.SocketStream, nursery: trio.Nursery) -> None:
+    def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
-        self.nursery = nursery
-        self.ws: WebSocketConnection | None = None
+        self.ws: WebSocket | None = None
 
     async def handshake(self) -> Result | None:
-        request = await wrap_server_stream(self.nursery, self.stream,
-                                           max_message_size=MAX_WS_MESSAGE)
-        self.ws = await request.accept()
+        head = await read_head(self.stream)
+        if head is None:
+            return None
         try:
-            message = await self.ws.get_message()
-        except ConnectionClosed:
+            upgrade = Upgrade(self.stream, head, MAX_WS_MESSAGE)
+        except HandshakeError as exc:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.stream.send_all(response(exc.status, f"{exc}\n".encode()))
+            return None
+        self.ws = await upgrade.accept([])
+        try:
+            message = await self.ws.receive()
+        except Closed:
             return None
         if isinstance(message, str):
             return None  # the reference drops the connection: mood empty
@@ -315,7 +319,7 @@ class _WebSocketWatch:
         """Until a message (True; its bytes are relayed if a partner came meanwhile)."""
         assert self.ws is not None
         try:
-            message = await self.ws.get_message()
-        except ConnectionClosed:
+            message = await self.ws.receive()
+        except Closed:
             return False, b""
         return bool(message), message if isinstance(message, bytes) else b""

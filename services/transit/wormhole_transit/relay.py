@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
+from wormhole_common.wsconnection import Closed, WebSocket
 
 CHUNK = 64 * 1024
 PIPE_SIZE = 1 << 20  # /proc/sys/fs/pipe-max-size default; fewer syscalls per MiB
@@ -106,14 +106,14 @@ async def close_streams(endpoints: list[StreamEndpoint]) -> None:
 class WebSocketEndpoint:
     """Binary messages in, one message per chunk out; a text message is a protocol error."""
 
-    def __init__(self, ws: WebSocketConnection) -> None:
+    def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
 
     async def receive(self) -> bytes:
         while True:
             try:
-                message = await self.ws.get_message()
-            except ConnectionClosed:
+                message = await self.ws.receive()
+            except Closed:
                 return b""
             if isinstance(message, str):
                 raise Lost("text message")
@@ -122,15 +122,16 @@ class WebSocketEndpoint:
 
     async def send(self, data: bytes) -> None:
         try:
-            await self.ws.send_message(data)
-        except ConnectionClosed as exc:
+            await self.ws.send_binary(data)
+        except Closed as exc:
             raise Lost("websocket closed") from exc
 
     async def close(self) -> None:
         # closing must never fail the caller
-        with (trio.CancelScope(shield=True), trio.move_on_after(LINGER_SECONDS),
-              contextlib.suppress(Exception)):
-            await self.ws.aclose(1000)
+        with (trio.CancelScope(shield=True), contextlib.suppress(Exception)):
+            with trio.move_on_after(LINGER_SECONDS):
+                await self.ws.close(1000)
+            await self.ws.aclose()
 
 
 @dataclass(eq=False)
