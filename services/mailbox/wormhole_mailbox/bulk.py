@@ -107,11 +107,11 @@ class BulkBatch:
                 return ["x", op.app, op.mailbox, op.side, op.mood, op.now, op.implicit_open]
         raise TypeError(f"unknown op {op!r}")
 
-    def decode(self, answers: list[Any], records: Records) -> tuple[list[Result], list[Any]]:
+    def decode(self, replies: list[Any], records: Records) -> tuple[list[Result], list[Any]]:
         """Each op's result, and the usage rows to insert (appending their `records`)."""
         results: list[Result] = []
         queries: list[Any] = []
-        for i, (op, answer) in enumerate(zip(self.ops, answers, strict=True)):
+        for i, (op, answer) in enumerate(zip(self.ops, replies, strict=True)):
             results.append(self._decode(i, op, answer, records, queries))
         return results, queries
 
@@ -164,16 +164,7 @@ def run(
     batch.round_trips += 1
     if row is None or row[0] is None:
         return None
-    start = len(records)
     results, queries = batch.decode(row[0], records)
-    try:
-        _insert_usage(conn, queries)
-    except BaseException:
-        del records[start:]
-        raise
-    return results
-
-
-def _insert_usage(conn: psycopg.Connection, queries: list[Any]) -> None:
-    if queries:
+    if queries:  # a failure here fails the transaction, and the caller drops its records
         conn.execute(*usage_rows.insert_all(queries))
+    return results

@@ -1,25 +1,21 @@
-"""Runs many ops' plans in one transaction: few round trips, and one bad op fails alone.
+"""Runs many ops' plans in one transaction, each statement in its own savepoint, so that one
+bad op fails alone: the way a batch goes when its one-statement form (`bulk`) was refused.
 
 Each op is a plan, a generator that yields one query at a time and receives its rows. Every
 round sends the next query of all unfinished plans in one pipeline, so a batch costs as many
-round trips as its longest plan (two or three). When PostgreSQL rejects a statement, the
-batch is rolled back to a savepoint taken at its start and run again with each statement in
-its own savepoint: then a failure makes the server skip the rest of the pipeline, we roll
-back to that statement's savepoint (one round trip), fail its op alone, and send the
-statements that were skipped again. Statements that failed in the client (a value that cannot be
-encoded) fail their op without reaching the server at all.
+round trips as its longest plan (two or three). A failure makes the server skip the rest of
+the pipeline: we roll back to that statement's savepoint (one round trip), fail its op alone,
+and send the statements that were skipped again. Statements that failed in the client (a
+value that cannot be encoded) fail their op without reaching the server at all.
 
 A failure that says the database itself is in trouble (connection lost, query cancelled by a
 timeout or a shutdown, out of resources) is not an op's fault: it is raised, and the caller's
 transaction fails as a whole.
-
-The ops' statements are prepared server-side once used often (psycopg does it), which halves
-the server's work per op; savepoint statements never are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,49 +58,20 @@ def _fatal(conn: psycopg.Connection, exc: psycopg.Error) -> bool:
     return exc.sqlstate is None or exc.sqlstate[:2] in _FATAL_CLASSES
 
 
-class _Rejected(Exception):
-    """A statement failed while the batch ran without per-statement savepoints."""
-
-
-def run_plans(
-    conn: psycopg.Connection, make_plans: Callable[[], list[Plan]], prelude: list[Query],
-    *, isolate: bool = False,
-) -> Outcome:
+def run_plans(conn: psycopg.Connection, plans: list[Plan], prelude: list[Query]) -> Outcome:
     """Run the plans to completion in the caller's transaction; `prelude` runs first, once.
 
     Plans are sent in list order in every round. A result is the plan's return value, or
     `OpFailed` if one of its statements (or its own code) failed; the statements it ran in
     earlier rounds stay (an op changes state in one statement only; its others read, or
     write its usage row).
-
-    Savepoints cost server work on every statement, and many subtransactions slow every
-    session down, so the batch first runs under a single savepoint; only if a statement fails
-    is it rolled back and run again from fresh plans (`make_plans`), a savepoint per statement.
-    With `isolate` (the caller knows a statement fails) it starts that way.
     """
-    failed = Outcome([])
-    if not isolate:
-        try:
-            return _run(conn, make_plans(), [*prelude, ("SAVEPOINT batch", ())], isolate=False)
-        except _Rejected as rejected:
-            failed = rejected.args[0]
     # psycopg counts a statement as prepared once it has sent the PREPARE; when a pipeline
     # aborts first, it may go on counting it, and every later use of it would fail with
     # "prepared statement does not exist". So this connection prepares nothing more, and the
     # pool closes it after this transaction instead of reusing it.
     conn.prepare_threshold = None
     retire(conn)
-    if isolate:
-        outcome = _run(conn, make_plans(), prelude, isolate=True)
-    else:
-        _roll_back(conn, "batch", failed)
-        outcome = _run(conn, make_plans(), [], isolate=True)
-    outcome.round_trips += failed.round_trips
-    return outcome
-
-
-def _run(conn: psycopg.Connection, plans: list[Plan], prelude: list[Query], *, isolate: bool,
-         ) -> Outcome:
     outcome = Outcome([None] * len(plans))
     pending: dict[int, Query] = {}
     for i in range(len(plans)):
@@ -114,7 +81,7 @@ def _run(conn: psycopg.Connection, plans: list[Plan], prelude: list[Query], *, i
         items = sorted(pending.items())
         pending = {}
         while items:
-            done, items = _round(conn, first, items, outcome, isolate=isolate)
+            done, items = _round(conn, first, items, outcome)
             first = []
             for i, rows in done:
                 _advance(plans, i, rows, pending, outcome)
@@ -139,7 +106,7 @@ def _advance(
 
 def _round(
     conn: psycopg.Connection, prelude: list[Query], items: list[tuple[int, Query]],
-    outcome: Outcome, *, isolate: bool,
+    outcome: Outcome,
 ) -> tuple[list[tuple[int, Rows | BaseException]], list[tuple[int, Query]]]:
     """Send `items` in one pipeline; return what ran and the items to send again."""
     done: list[tuple[int, Rows | BaseException]] = []
@@ -150,31 +117,27 @@ def _round(
         with conn.pipeline():
             prelude_cursors = [conn.execute(sql, params, prepare=False) for sql, params in prelude]
             for i, (sql, params) in items:
-                if isolate:
-                    conn.execute("SAVEPOINT op", prepare=False)
+                conn.execute("SAVEPOINT op", prepare=False)
                 try:
                     sent.append((i, conn.execute(sql, params)))
                 except Exception as exc:
                     if isinstance(exc, psycopg.Error) and exc.sqlstate is not None:
                         raise  # an earlier statement's server error, surfacing here
                     done.append((i, exc))  # could not even be sent
-                if isolate:
-                    conn.execute("RELEASE SAVEPOINT op", prepare=False)
+                conn.execute("RELEASE SAVEPOINT op", prepare=False)
     except psycopg.Error as exc:
         if _fatal(conn, exc) or any(cur.pgresult is None for cur in prelude_cursors):
             raise
-        if not isolate:
-            raise _Rejected(outcome) from exc
-        _roll_back(conn, "op", outcome)
+        _roll_back(conn, outcome)
         return _after_failure(exc, items, sent, done)
     return [*done, *((i, _rows(cur)) for i, cur in sent)], []
 
 
-def _roll_back(conn: psycopg.Connection, savepoint: str, outcome: Outcome) -> None:
+def _roll_back(conn: psycopg.Connection, outcome: Outcome) -> None:
     outcome.round_trips += 1
     with conn.pipeline():
-        conn.execute(f"ROLLBACK TO SAVEPOINT {savepoint}", prepare=False)
-        conn.execute(f"RELEASE SAVEPOINT {savepoint}", prepare=False)
+        conn.execute("ROLLBACK TO SAVEPOINT op", prepare=False)
+        conn.execute("RELEASE SAVEPOINT op", prepare=False)
 
 
 def _after_failure(

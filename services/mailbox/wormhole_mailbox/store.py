@@ -82,15 +82,6 @@ class Store:
         committed with the transaction are appended to `records`.
         """
         sink: Records = [] if records is None else records
-        start = len(sink)
-
-        def make_plans() -> list[Plan]:
-            del sink[start:]  # a batch run again records its usage again
-            # Allocations in one batch read the nameplate list in the same round, before any
-            # of them has claimed: names chosen earlier in the batch count as taken.
-            chosen: dict[str, set[str]] = {}
-            return [self._plan(op, chosen, sink) for op in ops]
-
         keys = lock_keys(ops)
         batch = BulkBatch(ops, blur_seconds=self.blur_seconds, new_mailbox_id=new_mailbox_id,
                           open_page_size=self.open_page_size)
@@ -103,8 +94,12 @@ class Store:
         self.round_trips += batch.round_trips
         if results is not None:
             return list(results)
-        # some op fails: each goes in its own savepoint (the locks are held already)
-        outcome = run_plans(conn, make_plans, [keys.query()] if keys else [], isolate=True)
+        # some op fails: each goes in its own savepoint (the locks are held already).
+        # Allocations in one batch read the nameplate list in the same round, before any of
+        # them has claimed: names chosen earlier in the batch count as taken.
+        chosen: dict[str, set[str]] = {}
+        plans = [self._plan(op, chosen, sink) for op in ops]
+        outcome = run_plans(conn, plans, [keys.query()] if keys else [])
         self.round_trips += outcome.round_trips
         return outcome.results
 
