@@ -1,7 +1,8 @@
 """A server's WebSocket over a trio stream: the thin shell around `websocket` (sans-IO).
 
 One task reads (`receive`, which also answers pings and the peer's close); any task may send
-(`send_texts`, `ping`), one write at a time, several frames in one write. Closing is done by
+(`try_send` without waiting, `send_texts`, `send_binary`, `ping`), one write at a time,
+several frames in one write. Closing is done by
 the reader (`close`): our close frame, then the peer's answer, read while dropping messages.
 """
 
@@ -62,10 +63,6 @@ class WebSocket:
         self.broken = False  # the stream ended or failed
         self._ping: bytes | None = None
         self._pong: trio.Event | None = None  # while a ping waits
-
-    @property
-    def closed(self) -> bool:
-        return self.close_sent or self.broken or self.close_received is not None
 
     async def receive(self) -> str | bytes:
         """The next message; `Closed` once the peer closed, broke the protocol or left."""

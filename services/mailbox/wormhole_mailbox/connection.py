@@ -1,5 +1,5 @@
 """One client's WebSocket: a reader and a writer executing the session's actions; keep-alive
-pings for all connections come from one task (`ConnectionHandler.keep_alive`).
+pings for all connections come from one task (`ConnectionHandler.run`).
 
 The reader takes frames strictly in order: the actions of one command (its ack, the store op,
 the result) are all executed before the next frame is looked at, and the frames they queue
@@ -238,7 +238,7 @@ class ClientConnection:
         return False
 
     async def ping(self) -> None:
-        """One keep-alive ping (`ConnectionHandler.keep_alive`); no pong in time: a close."""
+        """One keep-alive ping (`ConnectionHandler.run`); no pong in time: a close."""
         self.pinging = True
         try:
             with trio.move_on_after(self.services.ping_timeout) as scope:

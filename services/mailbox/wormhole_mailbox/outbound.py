@@ -91,6 +91,7 @@ class Outbound:
         then, False if the client cannot be written to. (The caller bounds the wait.)"""
         for frame in frames:
             while len(self._items) >= OUTBOUND_QUEUE and not self._gone:
+                self._kick()
                 self._room = trio.Event()
                 await self._room.wait()
             if self._gone or self._closing:
@@ -98,7 +99,7 @@ class Outbound:
             text = encode_unstamped(frame)
             self._items.append(text)
             self.queued_bytes += len(text)
-            self._kick()
+        self._kick()  # the page in one write, as far as the socket takes it
         if self._gone or self._closing:
             return False
         marker = trio.Event()
