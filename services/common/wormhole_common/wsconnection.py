@@ -8,6 +8,7 @@ the reader (`close`): our close frame, then the peer's answer, read while droppi
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Awaitable, Callable
 
@@ -223,6 +224,18 @@ class Upgrade:
         self._stream = stream
         self._max_message_size = max_message_size
         websocket.upgrade_response(method, self.headers, [])  # valid, or HandshakeError
+
+    @classmethod
+    async def read(cls, stream: trio.abc.Stream, head: bytes, max_message_size: int,
+                   ) -> Upgrade | None:
+        """The upgrade request in `head`; None if it cannot be upgraded, once the client has
+        been told why (400, 405 or 426)."""
+        try:
+            return cls(stream, head, max_message_size)
+        except websocket.HandshakeError as exc:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.send_all(response(exc.status, f"{exc}\n".encode()))
+            return None
 
     async def reject(self, status: int, body: bytes = b"") -> None:
         await self._stream.send_all(response(status, body))

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import trio
 from wormhole_common.accepting import close_now
 from wormhole_common.http import read_head, request_line, response
-from wormhole_common.websocket import INVALID_PAYLOAD, PROTOCOL_ERROR, TOO_BIG, HandshakeError
+from wormhole_common.websocket import INVALID_PAYLOAD, PROTOCOL_ERROR, TOO_BIG
 from wormhole_common.wsconnection import Upgrade, WebSocket
 
 from wormhole_mailbox.addresses import Network, PeerAddress, is_trusted_proxy
@@ -111,11 +111,9 @@ async def serve_websocket(
     metrics: MailboxMetrics,
 ) -> None:
     """The upgrade: refused with an HTTP answer if invalid, else served by `handle`."""
-    try:
-        upgrade = Upgrade(stream, head, MAX_MESSAGE_BYTES)
-    except HandshakeError as exc:
+    upgrade = await Upgrade.read(stream, head, MAX_MESSAGE_BYTES)
+    if upgrade is None:
         metrics.dropped["bad_upgrade"].inc()
-        await stream.send_all(response(exc.status, f"{exc}\n".encode()))
         return
     ws = await handle(upgrade, peer)
     if ws is not None and ws.violation is not None:

@@ -17,8 +17,7 @@ import socket
 import time
 
 import trio
-from wormhole_common.http import read_head, response
-from wormhole_common.websocket import HandshakeError
+from wormhole_common.http import read_head
 from wormhole_common.wsconnection import Closed, Upgrade, WebSocket
 
 from wormhole_transit.handshake import (
@@ -295,11 +294,8 @@ class _WebSocketWatch:
         head = await read_head(self.stream)
         if head is None:
             return None
-        try:
-            upgrade = Upgrade(self.stream, head, MAX_WS_MESSAGE)
-        except HandshakeError as exc:
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await self.stream.send_all(response(exc.status, f"{exc}\n".encode()))
+        upgrade = await Upgrade.read(self.stream, head, MAX_WS_MESSAGE)
+        if upgrade is None:
             return None
         self.ws = await upgrade.accept([])
         try:
