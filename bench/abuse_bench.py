@@ -32,14 +32,11 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mailbox_bench import ONE_ADDRESS, tree_rss  # noqa: E402 - bench/ is the script's folder
+
 from tests.support.postgres import TestCluster, free_port  # noqa: E402
 from tests.support.processes import wait_for_port  # noqa: E402
 
-# Every simulated honest user connects from 127.0.0.1: lift the per-address quotas that would
-# otherwise (rightly) stop one address from allocating hundreds of nameplates a minute.
-ONE_ADDRESS = {"MAILBOX_ALLOCATIONS_PER_MINUTE": "1000000",
-               "MAILBOX_NEW_MAILBOXES_PER_MINUTE": "1000000",
-               "MAILBOX_NAMEPLATES_PER_IP": "1000000", "MAILBOX_MAX_CONNECTIONS_PER_IP": "100000"}
 BODY = "ab" * 4096  # 8 KiB of hex, like an encrypted message
 HOSTILE = [
     {"type": "bind", "appid": "a" * 100_000, "side": "s"},
@@ -47,22 +44,6 @@ HOSTILE = [
     {"type": "ping", "ping": 1e400},
     {"type": "ping", "ping": 1},
 ]
-
-
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and its descendants."""
-    total, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
-        try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-            for task in Path(f"/proc/{current}/task").iterdir():
-                stack.extend(int(c) for c in (task / "children").read_text().split())
-        except OSError:
-            continue
-    return total
 
 
 async def command(ws: websockets.ClientConnection, **msg: object) -> dict[str, object]:

@@ -85,15 +85,15 @@ UPGRADE = (b"GET /v1 HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection
            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
 
 
-def tree_rss_kib(pid: int) -> int:
-    """Resident memory of a process and its descendants."""
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and its descendants."""
     total, stack = 0, [pid]
     while stack:
         current = stack.pop()
         try:
             for row in Path(f"/proc/{current}/status").read_text().splitlines():
                 if row.startswith("VmRSS:"):
-                    total += int(row.split()[1])
+                    total += int(row.split()[1]) * 1024
             for task in Path(f"/proc/{current}/task").iterdir():
                 stack.extend(int(c) for c in (task / "children").read_text().split())
         except OSError:
@@ -104,7 +104,7 @@ def tree_rss_kib(pid: int) -> int:
 def idle_memory(port: int, pid: int, count: int) -> dict[str, float]:
     """KiB of server memory per idle WebSocket: `count` clients upgraded, welcomed, silent."""
     time.sleep(1)
-    before = tree_rss_kib(pid)
+    before = tree_rss(pid)
     sockets = []
     try:
         for _ in range(count):
@@ -118,11 +118,11 @@ def idle_memory(port: int, pid: int, count: int) -> dict[str, float]:
                 received += chunk
             sockets.append(s)
         time.sleep(2)
-        after = tree_rss_kib(pid)
+        after = tree_rss(pid)
     finally:
         for s in sockets:
             s.close()
-    return {"idle_kib_per_conn": (after - before) / count}
+    return {"idle_kib_per_conn": (after - before) / 1024 / count}
 
 
 def tree_cpu(pid: int) -> float:
