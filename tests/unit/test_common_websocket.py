@@ -15,6 +15,7 @@ from wormhole_common.websocket import (
     Pong,
     Violation,
     accept_key,
+    check_upgrade,
     close_frame,
     parse_head,
     text_frame,
@@ -50,17 +51,17 @@ def test_upgrade_response_and_its_refusals() -> None:
             b"\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13")
     method, target, headers = parse_head(head)
     assert (method, target) == (b"GET", b"/v1")
-    answer = upgrade_response(method, headers, [(b"Server", b"test")])
+    answer = upgrade_response(check_upgrade(method, headers), [(b"Server", b"test")])
     assert answer.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
     assert b"\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in answer
     assert answer.endswith(b"\r\nServer: test\r\n\r\n")
     assert b"Extensions" not in answer and b"Protocol:" not in answer
     with pytest.raises(HandshakeError) as refused:
-        upgrade_response(b"POST", headers, [])
+        check_upgrade(b"POST", headers)
     assert refused.value.status == 405
     old = [(k, b"8" if k == b"sec-websocket-version" else v) for k, v in headers]
     with pytest.raises(HandshakeError) as refused:
-        upgrade_response(method, old, [])
+        check_upgrade(method, old)
     assert refused.value.status == 426
     with pytest.raises(HandshakeError):
         parse_head(b"GET /v1 HTTP/1.1\r\nno colon here")

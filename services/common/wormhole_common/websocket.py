@@ -66,11 +66,8 @@ def _tokens(value: bytes | None) -> set[bytes]:
     return {token.strip().lower() for token in (value or b"").split(b",")}
 
 
-def upgrade_response(
-    method: bytes, headers: list[tuple[bytes, bytes]], extra: list[tuple[bytes, bytes]],
-) -> bytes:
-    """The 101 answer to a valid upgrade request, or `HandshakeError`. No extension and no
-    subprotocol is ever chosen (what the clients expect; wormhole-william needs it)."""
+def check_upgrade(method: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The `Sec-WebSocket-Accept` value for a valid upgrade request, or `HandshakeError`."""
     if method != b"GET":
         raise HandshakeError(405, "a WebSocket upgrade is a GET")
     if b"websocket" not in _tokens(header(headers, b"upgrade")):
@@ -82,8 +79,14 @@ def upgrade_response(
     key = header(headers, b"sec-websocket-key")
     if not key or b"," in key:
         raise HandshakeError(400, "no valid Sec-WebSocket-Key")
+    return accept_key(key)
+
+
+def upgrade_response(accept: bytes, extra: list[tuple[bytes, bytes]]) -> bytes:
+    """The 101 answer (`accept` from `check_upgrade`). No extension and no subprotocol is
+    ever chosen (what the clients expect; wormhole-william needs it)."""
     lines = [b"HTTP/1.1 101 Switching Protocols", b"Upgrade: websocket",
-             b"Connection: Upgrade", b"Sec-WebSocket-Accept: " + accept_key(key)]
+             b"Connection: Upgrade", b"Sec-WebSocket-Accept: " + accept]
     lines += [name + b": " + value for name, value in extra]
     return b"\r\n".join(lines) + b"\r\n\r\n"
 

@@ -219,11 +219,10 @@ class Upgrade:
         `websocket.HandshakeError` for a request that cannot be upgraded."""
         request, _, self._buffered = head.partition(b"\r\n\r\n")
         method, target, self.headers = websocket.parse_head(request)
+        self._accept_key = websocket.check_upgrade(method, self.headers)
         self.path = target.decode("latin-1")
-        self._method = method
         self._stream = stream
         self._max_message_size = max_message_size
-        websocket.upgrade_response(method, self.headers, [])  # valid, or HandshakeError
 
     @classmethod
     async def read(cls, stream: trio.abc.Stream, head: bytes, max_message_size: int,
@@ -241,7 +240,6 @@ class Upgrade:
         await self._stream.send_all(response(status, body))
 
     async def accept(self, extra_headers: list[tuple[bytes, bytes]]) -> WebSocket:
-        await self._stream.send_all(
-            websocket.upgrade_response(self._method, self.headers, extra_headers))
+        await self._stream.send_all(websocket.upgrade_response(self._accept_key, extra_headers))
         self.headers = []  # read by now; an idle connection should not keep them
         return WebSocket(self._stream, self._max_message_size, self._buffered)
