@@ -7,6 +7,7 @@ import struct
 
 import pytest
 from wormhole_common.websocket import (
+    FRAME_COST,
     CloseReceived,
     FrameReader,
     HandshakeError,
@@ -49,22 +50,45 @@ def test_accept_key_is_the_rfc_example() -> None:
 def test_upgrade_response_and_its_refusals() -> None:
     head = (b"GET /v1 HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade"
             b"\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13")
-    method, target, headers = parse_head(head)
-    assert (method, target) == (b"GET", b"/v1")
-    answer = upgrade_response(check_upgrade(method, headers), [(b"Server", b"test")])
+    request = parse_head(head)
+    assert (request.method, request.target) == (b"GET", b"/v1")
+    answer = upgrade_response(check_upgrade(request), [(b"Server", b"test")])
     assert answer.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
     assert b"\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in answer
     assert answer.endswith(b"\r\nServer: test\r\n\r\n")
     assert b"Extensions" not in answer and b"Protocol:" not in answer
     with pytest.raises(HandshakeError) as refused:
-        check_upgrade(b"POST", headers)
+        check_upgrade(parse_head(head.replace(b"GET", b"POST")))
     assert refused.value.status == 405
-    old = [(k, b"8" if k == b"sec-websocket-version" else v) for k, v in headers]
     with pytest.raises(HandshakeError) as refused:
-        check_upgrade(method, old)
+        check_upgrade(parse_head(head.replace(b"Version: 13", b"Version: 8")))
     assert refused.value.status == 426
+    assert refused.value.headers == ((b"Sec-WebSocket-Version", b"13"),)  # RFC 6455 4.4
     with pytest.raises(HandshakeError):
         parse_head(b"GET /v1 HTTP/1.1\r\nno colon here")
+
+
+@pytest.mark.parametrize("change", [
+    (b"HTTP/1.1", b"HTTP/1.0"),  # an upgrade needs HTTP/1.1
+    (b"HTTP/1.1", b"HTTP/0.9"),
+    (b"HTTP/1.1", b"HTTP/1.1 extra"),
+    (b"Host: x\r\n", b""),  # an HTTP/1.1 request names its host
+    (b"dGhlIHNhbXBsZSBub25jZQ==", b"abc"),  # the key is 16 bytes in base64
+    (b"dGhlIHNhbXBsZSBub25jZQ==", b"dGhlIHNhbXBsZSBub25jZQ"),
+    (b"dGhlIHNhbXBsZSBub25jZQ==", b"dGhlIHNhbXBsZSBub25jZSE/"),  # 18 bytes
+    (b"dGhlIHNhbXBsZSBub25jZQ==", b"dGhlIHNhbXBsZSBub25jZQ==, dGhlIHNhbXBsZSBub25jZQ=="),
+])
+def test_upgrades_rfc_6455_refuses_get_400(change: tuple[bytes, bytes]) -> None:
+    head = (b"GET /v1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade"
+            b"\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13")
+    check_upgrade(parse_head(head))
+    with pytest.raises(HandshakeError) as refused:
+        check_upgrade(parse_head(head.replace(*change)))
+    assert refused.value.status == 400
+
+
+def test_a_plain_http_1_0_request_needs_no_host() -> None:
+    assert parse_head(b"GET /metrics HTTP/1.0").version == b"HTTP/1.0"
 
 
 def test_frames_out_use_the_shortest_length() -> None:
@@ -124,7 +148,8 @@ PROTOCOL = Violation(1002, "protocol error")
     (client_frame(b"\x03\xe8\xc3\x28", first=0x88), Violation(1007, "invalid UTF-8")),
     (client_frame(b"\xc3\x28"), Violation(1007, "invalid UTF-8")),
     (client_frame(b"\xed\xa0\x80"), Violation(1007, "invalid UTF-8")),  # a UTF-8 surrogate
-    (client_frame(b"", announce=1 << 63), Violation(1009, "message over 1048576 bytes")),
+    (client_frame(b"", announce=1 << 63), PROTOCOL),  # a length's top bit must be 0
+    (client_frame(b"", first=0x80, announce=LIMIT + 1), PROTOCOL),  # out of place before big
     (client_frame(b"", announce=LIMIT + 1), Violation(1009, "message over 1048576 bytes")),
     (client_frame(b"a" * (LIMIT // 2), first=0x01)
      + client_frame(b"", first=0x80, announce=LIMIT // 2 + 1),
@@ -144,10 +169,41 @@ def test_an_oversized_message_is_refused_before_its_payload_arrives() -> None:
 
 
 def test_a_message_at_the_limit_is_taken() -> None:
-    reader = FrameReader(16)
-    assert reader.feed(client_frame(b"a" * 16)) == [Message("a" * 16)]
+    reader = FrameReader(16 + FRAME_COST)
+    assert reader.feed(client_frame(b"a" * (16 + FRAME_COST))) == [Message("a" * (16 + FRAME_COST))]
     assert reader.feed(client_frame(b"a" * 8, first=0x01)
                        + client_frame(b"b" * 8, first=0x80)) == [Message("a" * 8 + "b" * 8)]
+    assert reader.feed(client_frame(b"a" * 8, first=0x02)
+                       + client_frame(b"b" * 9, first=0x80)) == [Violation(1009, "message over 80 bytes")]
+
+
+def test_tiny_fragments_are_charged_so_a_message_of_them_is_refused_early() -> None:
+    reader = FrameReader(LIMIT)
+    stream = client_frame(b"a", first=0x01) + client_frame(b"a", first=0x00) * 20_000
+    events = reader.feed(stream)
+    assert events == [Violation(1009, "message over 1048576 bytes")]
+    empty = FrameReader(LIMIT)
+    assert empty.feed(client_frame(b"", first=0x02) + client_frame(b"", first=0x00) * 20_000)[
+        -1].code == 1009
+    # up to the budget, fragments are joined into the message
+    budget = LIMIT // (FRAME_COST + 1)
+    fine = FrameReader(LIMIT).feed(client_frame(b"a", first=0x01)
+                                   + client_frame(b"b", first=0x00) * (budget - 2)
+                                   + client_frame(b"c", first=0x80))
+    assert fine == [Message("a" + "b" * (budget - 2) + "c")]
+
+
+def test_invalid_utf8_is_refused_at_the_first_bad_fragment() -> None:
+    reader = FrameReader(LIMIT)
+    assert reader.feed(client_frame("κόσμε".encode(), first=0x01)) == []
+    assert reader.feed(client_frame(b"\xf4\x90\x80\x80", first=0x00)) == [
+        Violation(1007, "invalid UTF-8")]  # before the message's end
+    split = FrameReader(LIMIT)  # a character cut between fragments is fine
+    assert split.feed(client_frame("é".encode()[:1], first=0x01)
+                      + client_frame("é".encode()[1:], first=0x80)) == [Message("é")]
+    truncated = FrameReader(LIMIT)  # ...but not one the message ends inside
+    assert truncated.feed(client_frame("é".encode()[:1], first=0x01)
+                          + client_frame(b"", first=0x80)) == [Violation(1007, "invalid UTF-8")]
 
 
 def test_mutated_streams_give_events_never_exceptions() -> None:

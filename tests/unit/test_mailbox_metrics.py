@@ -38,7 +38,7 @@ def test_drop_reasons_are_all_exported_at_zero() -> None:
     metrics = MailboxMetrics(CollectorRegistry())
     metrics.count(Count(Metric.DROPPED, "too_slow"))
     dropped = samples(metrics, "wormhole_mailbox_connections_dropped_total", "reason")
-    assert dropped == {"handshake_timeout": 0, "bad_upgrade": 0, "too_slow": 1,
-                       "ping_timeout": 0,
+    assert dropped == {"handshake_timeout": 0, "bad_upgrade": 0, "head_too_large": 0,
+                       "too_slow": 1, "write_timeout": 0, "ping_timeout": 0,
                        "permission_denied": 0, "database": 0, "command_timeout": 0,
                        "protocol_error": 0, "invalid_utf8": 0, "too_big": 0}

@@ -19,7 +19,9 @@ import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from wormhole_common.http import read_head, response
+from wormhole_common.accepting import close_now
+from wormhole_common.http import answer, read_head, refusal, response, split_head
+from wormhole_common.websocket import HandshakeError
 
 log = logging.getLogger(__name__)
 
@@ -101,21 +103,26 @@ class MetricsEndpoint:
     async def _handle(self, stream: trio.SocketStream) -> None:
         try:
             with trio.move_on_after(REQUEST_SECONDS):
-                head = await read_head(stream)
+                try:
+                    head = await read_head(stream)
+                except HandshakeError as exc:  # a head over the limit
+                    await answer(stream, refusal(exc))
+                    return
                 if head is None:
                     return
-                await stream.send_all(await self.respond(head))
+                await answer(stream, await self.respond(head))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
-            await trio.aclose_forcefully(stream)
+            await close_now(stream)
 
     async def respond(self, head: bytes) -> bytes:
         """The whole HTTP response to one request head."""
         try:
-            method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
-        except ValueError:
-            return response(400, b"bad request\n")
+            request, _ = split_head(head)
+        except HandshakeError as exc:
+            return refusal(exc)
+        method, target = request.method.decode("latin-1"), request.target.decode("latin-1")
         path = target.split("?", 1)[0]
         if method not in ("GET", "HEAD"):
             return response(405, b"method not allowed\n")

@@ -1,14 +1,21 @@
 """A server's WebSocket over a trio stream: the thin shell around `websocket` (sans-IO).
 
 One task reads (`receive`, which also answers pings and the peer's close); any task may send
-(`try_send` without waiting, `send_texts`, `send_binary`, `ping`), one write at a time,
-several frames in one write. Closing is done by
-the reader (`close`): our close frame, then the peer's answer, read while dropping messages.
+(`try_send` without waiting, `send_texts`, `send_binary`, `ping`), several frames in one
+write. Closing is done by the reader (`close`): our close frame, then the peer's answer,
+read while dropping messages.
+
+Every write can be cancelled and ends: frames are appended whole to one outgoing buffer that
+is written without blocking (`os.write` on trio's non-blocking socket) while the socket takes
+it, and otherwise waits for the socket to become writable, so a cancelled wait leaves no
+half frame behind and needs no shield. A peer that reads nothing for `write_timeout` seconds
+while we have something to send is dropped (`stalled`). Pongs coalesce: while one waits to
+be written, a newer ping only replaces its payload, so a peer that floods pings and never
+reads costs one pending pong.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Awaitable, Callable
 
@@ -16,7 +23,7 @@ import trio
 
 from wormhole_common import websocket
 from wormhole_common.accepting import close_now
-from wormhole_common.http import response
+from wormhole_common.http import LINGER_SECONDS, answer, linger, refusal, response, split_head
 from wormhole_common.websocket import (
     CloseReceived,
     Event,
@@ -28,8 +35,7 @@ from wormhole_common.websocket import (
 )
 
 RECEIVE_BYTES = 64 * 1024
-DRAIN_SECONDS = 1  # for the peer to end its side after the close, before the socket closes
-DRAIN_BYTES = 1 << 20
+WRITE_TIMEOUT = 60.0  # seconds a peer may read nothing while we have something to send
 
 
 def encode_texts(texts: list[str]) -> bytes:
@@ -42,28 +48,31 @@ class Closed(Exception):
 
 class WebSocket:
     def __init__(self, stream: trio.abc.Stream, max_message_size: int,
-                 buffered: bytes = b"") -> None:
+                 buffered: bytes = b"", write_timeout: float = WRITE_TIMEOUT) -> None:
         self.stream = stream
         # A socket's own recv (public trio API) spares a layer of frames for every waiting
         # connection, and of calls for every read.
         self._receive_some: Callable[[int], Awaitable[bytes | bytearray]]
         if isinstance(stream, trio.SocketStream):
             self._receive_some = stream.socket.recv
-            self._fd = stream.socket.fileno()  # non-blocking (trio's), for `try_send`
+            self._fd = stream.socket.fileno()  # non-blocking (trio's)
         else:
             self._receive_some = stream.receive_some
             self._fd = -1
         self.reader = FrameReader(max_message_size)
+        self.write_timeout = write_timeout
         self._events: list[Event] = []  # a list: most reads hold one event, a deque is big
         self._buffered = buffered
-        self._send_lock = trio.Lock()
-        self._tail = b""  # what `try_send` could not write yet
+        self._writing = trio.Lock()  # one task at a time waits for the socket
+        self._tail = bytearray()  # frames not written yet, whole and in order
+        self._pong: bytes | None = None  # the payload of the pong still to send
         self.close_sent = False
         self.close_received: CloseReceived | None = None
         self.violation: Violation | None = None  # the peer's, answered with this close
         self.broken = False  # the stream ended or failed
+        self.stalled = False  # ...because the peer read nothing for `write_timeout`
         self._ping: bytes | None = None
-        self._pong: trio.Event | None = None  # while a ping waits
+        self._ponged: trio.Event | None = None  # while a ping waits
 
     async def receive(self) -> str | bytes:
         """The next message; `Closed` once the peer closed, broke the protocol or left."""
@@ -72,7 +81,7 @@ class WebSocket:
                 event = self._events.pop(0)
                 if isinstance(event, Message):
                     return event.data
-                await self._handle(event)
+                await self._answer(event)
             if self.reader.done or self.broken:
                 raise Closed
             data, self._buffered = self._buffered, b""
@@ -86,28 +95,23 @@ class WebSocket:
                     raise Closed
             self._events.extend(self.reader.feed(data))
 
-    async def _handle(self, event: Event) -> None:
-        # shielded: a reader cancelled while answering must not leave half a control frame
-        with trio.CancelScope(shield=True):
-            await self._answer(event)
-
     async def _answer(self, event: Event) -> None:
         match event:
             case Ping(payload):
                 if not self.close_sent:
-                    await self._send(websocket.pong_frame(payload), quiet=True)
+                    self._pong = payload  # the latest replaces one not yet sent
+                    await self._drain(quiet=True)
             case Pong(payload):
-                if payload == self._ping and self._pong is not None:
-                    self._pong.set()
+                if payload == self._ping and self._ponged is not None:
+                    self._ponged.set()
             case CloseReceived(code):
                 self.close_received = event
-                if not self.close_sent:  # echo it: the closing handshake is complete
-                    self.close_sent = True
-                    await self._send(websocket.close_frame(code), quiet=True, closing=True)
+                # echo it: the closing handshake is complete
+                await self._send_close(websocket.close_frame(code))
                 raise Closed
             case Violation(code, reason):
                 self.violation = event
-                await self._send_close(code, reason)
+                await self._send_close(websocket.close_frame(code, reason))
                 raise Closed
 
     async def send_binary(self, data: bytes) -> None:
@@ -126,20 +130,23 @@ class WebSocket:
         burst. A closed connection takes nothing (False; `flush` then says `Closed`)."""
         if self.broken or self.close_sent:
             return False
-        if self._tail or self._fd < 0 or self._send_lock.locked():
+        if self._tail or self._fd < 0 or self._writing.locked():
             self._tail += data  # behind what is kept already, or another write under way
             return False
+        sent = self._write(data)
+        if sent < len(data) and not self.broken:
+            self._tail += memoryview(data)[sent:]
+        return sent == len(data)
+
+    def _write(self, data: bytes | bytearray) -> int:
+        """What of `data` the socket took without waiting (a broken socket: 0, `broken`)."""
         try:
-            sent = os.write(self._fd, data)
+            return os.write(self._fd, data)
         except BlockingIOError:
-            sent = 0
+            return 0
         except OSError:
-            self.broken = True  # reset or gone: `flush` says Closed
-            return False
-        if sent < len(data):
-            self._tail = data[sent:]
-            return False
-        return True
+            self.broken = True  # reset or gone
+            return 0
 
     async def flush(self) -> None:
         """Write what `try_send` kept; `Closed` if the connection is (closing)."""
@@ -148,63 +155,84 @@ class WebSocket:
     async def ping(self) -> None:
         """Send a ping and wait for its pong (the caller bounds the wait)."""
         self._ping = os.urandom(4)
-        self._pong = pong = trio.Event()
+        self._ponged = ponged = trio.Event()
         try:
             await self._send(websocket.ping_frame(self._ping))
-            await pong.wait()
+            await ponged.wait()
         finally:
-            self._pong = None
+            self._ponged = None
 
     async def close(self, code: int, reason: str = "") -> None:
         """Our close frame, then the peer's answer (the caller bounds the wait); only from the
         task that receives."""
-        await self._send_close(code, reason)
+        await self._send_close(websocket.close_frame(code, reason))
         while self.close_received is None and self.violation is None and not self.broken:
             try:
                 await self.receive()
             except Closed:
                 return
 
-    async def _send_close(self, code: int, reason: str) -> None:
-        if not self.close_sent:
+    async def _send_close(self, frame: bytes) -> None:
+        if not self.close_sent and not self.broken:
             self.close_sent = True
-            await self._send(websocket.close_frame(code, reason), quiet=True, closing=True)
+            self._pong = None
+            self._tail += frame
+            await self._drain(quiet=True)
 
-    async def _send(self, data: bytes, *, quiet: bool = False, closing: bool = False) -> None:
-        """Write `data`; a closed or broken connection raises `Closed` unless `quiet`."""
-        if self.broken or (self.close_sent and not closing):
-            if quiet:
-                return
+    async def _send(self, data: bytes) -> None:
+        """Write `data` after what is kept; `Closed` if the connection is (closing)."""
+        if self.broken or self.close_sent:
             raise Closed
-        async with self._send_lock:
-            if self._tail:  # the rest of a `try_send`: it goes first
-                data, self._tail = self._tail + data, b""
+        self._tail += data
+        await self._drain(quiet=False)
+
+    async def _drain(self, *, quiet: bool) -> None:
+        """Write everything kept (and a pending pong); `Closed` unless `quiet` if the stream
+        breaks or the peer reads nothing for `write_timeout` seconds."""
+        async with self._writing:
+            while not self.broken:
+                if not self._tail:
+                    if self._pong is None:
+                        return
+                    self._tail += websocket.pong_frame(self._pong)
+                    self._pong = None
+                if self._fd < 0:
+                    await self._send_to_stream()
+                    continue
+                if sent := self._write(self._tail):
+                    del self._tail[:sent]
+                    continue
+                if not self.broken:
+                    await self._wait_writable()
+        if not quiet:
+            raise Closed
+
+    async def _send_to_stream(self) -> None:
+        """Not a socket (tests' memory streams): the stream's own `send_all`."""
+        data, self._tail = bytes(self._tail), bytearray()
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.broken = True
+
+    async def _wait_writable(self) -> None:
+        with trio.move_on_after(self.write_timeout) as waiting:
             try:
-                if data:
-                    await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                await trio.lowlevel.wait_writable(self._fd)
+            except (trio.ClosedResourceError, OSError):
                 self.broken = True
-                if not quiet:
-                    raise Closed from exc
+        if waiting.cancelled_caught:
+            self.broken = self.stalled = True
 
     async def aclose(self) -> None:
         """End the connection: a close frame if none went out (1000), then the end of our
-        side, a moment for the peer's (so unread bytes do not reset the close frame away),
-        and the socket closed."""
+        side and a bounded linger for the peer's (so unread bytes do not reset the close
+        frame away), and the socket closed."""
         try:
-            with trio.move_on_after(DRAIN_SECONDS):
-                await self._send_close(1000, "")
-                if not self.broken and isinstance(self.stream, trio.abc.HalfCloseableStream):
-                    async with self._send_lock:
-                        await self.stream.send_eof()
-                    drained = 0
-                    while drained < DRAIN_BYTES:
-                        chunk = await self.stream.receive_some(RECEIVE_BYTES)
-                        if not chunk:
-                            break
-                        drained += len(chunk)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            with trio.move_on_after(LINGER_SECONDS):
+                await self._send_close(websocket.close_frame(1000))
+            if not self.broken:
+                await linger(self.stream)
         finally:
             self.broken = True
             self._fd = -1  # the number may soon be another connection's
@@ -217,10 +245,10 @@ class Upgrade:
     def __init__(self, stream: trio.abc.Stream, head: bytes, max_message_size: int) -> None:
         """`head`: what was read of the request, its head and maybe frames after it; raises
         `websocket.HandshakeError` for a request that cannot be upgraded."""
-        request, _, self._buffered = head.partition(b"\r\n\r\n")
-        method, target, self.headers = websocket.parse_head(request)
-        self._accept_key = websocket.check_upgrade(method, self.headers)
-        self.path = target.decode("latin-1")
+        request, self._buffered = split_head(head)
+        self._accept_key = websocket.check_upgrade(request)
+        self.headers = request.headers
+        self.path = request.target.decode("latin-1")
         self._stream = stream
         self._max_message_size = max_message_size
 
@@ -232,14 +260,14 @@ class Upgrade:
         try:
             return cls(stream, head, max_message_size)
         except websocket.HandshakeError as exc:
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.send_all(response(exc.status, f"{exc}\n".encode()))
+            await answer(stream, refusal(exc))
             return None
 
     async def reject(self, status: int, body: bytes = b"") -> None:
-        await self._stream.send_all(response(status, body))
+        await answer(self._stream, response(status, body))
 
-    async def accept(self, extra_headers: list[tuple[bytes, bytes]]) -> WebSocket:
+    async def accept(self, extra_headers: list[tuple[bytes, bytes]],
+                     write_timeout: float = WRITE_TIMEOUT) -> WebSocket:
         await self._stream.send_all(websocket.upgrade_response(self._accept_key, extra_headers))
         self.headers = []  # read by now; an idle connection should not keep them
-        return WebSocket(self._stream, self._max_message_size, self._buffered)
+        return WebSocket(self._stream, self._max_message_size, self._buffered, write_timeout)

@@ -104,8 +104,9 @@ Action = (Send | Subscribe | Unsubscribe | Replayed | ReplayRest | Pause | Perfo
 COMMANDS = ("ping", "bind", "list", "allocate", "claim", "release", "open", "add", "close",
             "submit-permissions")
 MOODS = ("happy", "lonely", "errory", "scary", "unwelcome")
-DROP_REASONS = ("handshake_timeout", "bad_upgrade", "too_slow", "ping_timeout", "permission_denied",
-                "database", "command_timeout", "protocol_error", "invalid_utf8", "too_big")
+DROP_REASONS = ("handshake_timeout", "bad_upgrade", "head_too_large", "too_slow", "write_timeout",
+                "ping_timeout", "permission_denied", "database", "command_timeout",
+                "protocol_error", "invalid_utf8", "too_big")
 
 # Every label each counter can carry: client strings never become label values.
 LABELS: dict[Metric, tuple[str, ...]] = {

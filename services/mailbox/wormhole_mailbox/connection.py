@@ -72,6 +72,7 @@ class Services:
     # the pages of a mailbox after a seq (`replay.pages`), for an `open` whose first page filled
     replay: Callable[[Key, int], AsyncGenerator[list[Message], None]] | None = None
     replay_stall: float = 60  # for the client to read one page of a replay, else too slow
+    write_timeout: float = 60  # for the client to read anything we have for it, else dropped
 
 
 class ClientConnection:
@@ -310,7 +311,7 @@ class ConnectionHandler:
     async def _serve_admitted(
         self, request: Upgrade, address: PeerAddress,
     ) -> WebSocket:
-        ws = await request.accept(extra_headers=[(b"Server", SERVER_HEADER)])
+        ws = await request.accept([(b"Server", SERVER_HEADER)], self.services.write_timeout)
         self.services.metrics.connections["websocket"].inc()
         session = Session(self.config, spent=self.spent, quota=self.limits.client(address.host))
         assert self._tasks is not None, "ConnectionHandler.run is not running"

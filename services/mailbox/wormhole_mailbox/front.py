@@ -13,8 +13,13 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 from wormhole_common.accepting import close_now
-from wormhole_common.http import read_head, request_line, response
-from wormhole_common.websocket import INVALID_PAYLOAD, PROTOCOL_ERROR, TOO_BIG
+from wormhole_common.http import answer, read_head, refusal, response, split_head
+from wormhole_common.websocket import (
+    INVALID_PAYLOAD,
+    PROTOCOL_ERROR,
+    TOO_BIG,
+    HandshakeError,
+)
 from wormhole_common.wsconnection import Upgrade, WebSocket
 
 from wormhole_mailbox.addresses import Network, PeerAddress, is_trusted_proxy
@@ -75,8 +80,8 @@ async def refuse(
         try:
             with trio.move_on_after(REFUSAL_SECONDS):
                 await read_head(stream)
-                await stream.send_all(response(503, refusal.text.encode() + b"\n"))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await answer(stream, response(503, refusal.text.encode() + b"\n"))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, HandshakeError):
             pass
         finally:
             connections.answered()
@@ -91,10 +96,15 @@ async def serve_stream(
     try:
         head: bytes | None = None
         with trio.move_on_after(HANDSHAKE_SECONDS) as handshake:
-            head = await read_head(stream)
+            try:
+                head = await read_head(stream)
+            except HandshakeError as exc:  # a head over the limit
+                metrics.dropped["head_too_large"].inc()
+                await answer(stream, refusal(exc))
+                return
             if head is not None and not is_upgrade(head):
                 metrics.connections["http"].inc()
-                await stream.send_all(plain_response(head))
+                await answer(stream, plain_response(head))
                 head = None
         if head is not None:
             await serve_websocket(stream, head, peer, handle, metrics)
@@ -118,10 +128,12 @@ async def serve_websocket(
     ws = await handle(upgrade, peer)
     if ws is not None and ws.violation is not None:
         metrics.dropped[VIOLATIONS[ws.violation.code]].inc()
+    elif ws is not None and ws.stalled:
+        metrics.dropped["write_timeout"].inc()
 
 
 def is_upgrade(head: bytes) -> bool:
-    for line in head.split(b"\r\n")[1:]:
+    for line in head.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"upgrade" and b"websocket" in value.lower():
             return True
@@ -130,7 +142,11 @@ def is_upgrade(head: bytes) -> bool:
 
 def plain_response(head: bytes) -> bytes:
     """The whole answer to a request that is not a WebSocket upgrade."""
-    method, path = request_line(head)
+    try:
+        request, _ = split_head(head)
+    except HandshakeError as exc:
+        return refusal(exc)
+    method, path = request.method.decode("latin-1"), request.target.decode("latin-1")
     head_only = method == "HEAD"
     if method in ("GET", "HEAD") and path == "/":
         return response(200, LIVENESS_BODY, head_only=head_only)

@@ -60,6 +60,7 @@ class MailboxServer:
             hub=self.hub, submit=self.batcher.submit, metrics=metrics,
             ping_interval=settings.websocket_ping_interval_seconds,
             ping_timeout=settings.websocket_ping_timeout_seconds,
+            write_timeout=settings.websocket_write_timeout_seconds,
             command_timeout=settings.command_timeout_seconds,
             replay=lambda key, after: replay_pages(db, *key, after=after,
                                                    page_size=REPLAY_PAGE_SIZE),

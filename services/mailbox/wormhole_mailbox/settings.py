@@ -43,6 +43,9 @@ class MailboxSettings(ServiceSettings):
         default=60, gt=0, description="ping idle clients this often")
     websocket_ping_timeout_seconds: float = Field(
         default=600, gt=0, description="drop a client that answers no ping for this long")
+    websocket_write_timeout_seconds: float = Field(
+        default=60, gt=0, description="drop a client that reads nothing for this long while"
+        " the server has frames for it (pongs and closes included)")
     metrics_port: Port = Field(default=9410, description="port of /metrics, /healthz, /readyz"
                                " (0: none)")
     workers: int = Field(

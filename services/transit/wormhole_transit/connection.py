@@ -17,7 +17,8 @@ import socket
 import time
 
 import trio
-from wormhole_common.http import read_head
+from wormhole_common.http import answer, read_head, refusal
+from wormhole_common.websocket import HandshakeError
 from wormhole_common.wsconnection import Closed, Upgrade, WebSocket
 
 from wormhole_transit.handshake import (
@@ -291,7 +292,11 @@ class _WebSocketWatch:
         self.ws: WebSocket | None = None
 
     async def handshake(self) -> Result | None:
-        head = await read_head(self.stream)
+        try:
+            head = await read_head(self.stream)
+        except HandshakeError as exc:  # a head over the limit
+            await answer(self.stream, refusal(exc))
+            return None
         if head is None:
             return None
         upgrade = await Upgrade.read(self.stream, head, MAX_WS_MESSAGE)
