@@ -173,8 +173,8 @@ def test_a_message_at_the_limit_is_taken() -> None:
     assert reader.feed(client_frame(b"a" * (16 + FRAME_COST))) == [Message("a" * (16 + FRAME_COST))]
     assert reader.feed(client_frame(b"a" * 8, first=0x01)
                        + client_frame(b"b" * 8, first=0x80)) == [Message("a" * 8 + "b" * 8)]
-    assert reader.feed(client_frame(b"a" * 8, first=0x02)
-                       + client_frame(b"b" * 9, first=0x80)) == [Violation(1009, "message over 80 bytes")]
+    over = client_frame(b"a" * 8, first=0x02) + client_frame(b"b" * 9, first=0x80)
+    assert reader.feed(over) == [Violation(1009, "message over 80 bytes")]
 
 
 def test_tiny_fragments_are_charged_so_a_message_of_them_is_refused_early() -> None:

@@ -30,6 +30,7 @@ from wormhole_mailbox.settings import MailboxSettings
 log = logging.getLogger(__name__)
 
 SCRAPE_SECONDS = 2  # a worker that does not answer in time is left off the page
+KILL_MARGIN_SECONDS = 0.5  # past the grace, before a stuck worker is killed
 
 
 class WorkerGroup:
@@ -57,7 +58,9 @@ class WorkerGroup:
             self.settings.workers,
             lambda index: worker_command(index, listen_fds, metrics_fds[index]),
             pass_fds=[*listen_fds, *metrics_fds],
-            shutdown_seconds=self.settings.shutdown_grace_seconds + 10,
+            # a worker closes its connections within the grace, then cancels what is left;
+            # one still running a moment later is stuck, and killing it loses nothing acked
+            shutdown_seconds=self.settings.shutdown_grace_seconds + KILL_MARGIN_SECONDS,
             on_restart=lambda _: self.restarts.inc(),
         )
         port = listeners[0].socket.getsockname()[1]
