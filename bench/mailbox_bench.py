@@ -7,7 +7,11 @@ each and prints pairs/s, latency percentiles, CPU seconds and the ratios; then t
 each holds per idle WebSocket (`--idle` connections that got their welcome and stay open,
 measured on the fresh server before the load).
 
-    python bench/mailbox_bench.py --pairs 50 --seconds 20 --workers 1 2 --idle 2000
+    python bench/mailbox_bench.py --pairs 50 --seconds 20 --workers 1 default --idle 2000
+
+CPU counts every process of each server: our supervisor and its workers (found through
+/proc's children lists, since workers run in sessions of their own) and the PostgreSQL
+backends of its cluster; the reference's one process (SQLite inside it).
 """
 
 from __future__ import annotations
@@ -139,16 +143,19 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
-def bench_ours(pairs: int, seconds: float, state: Path, workers: int = 1,
+def bench_ours(pairs: int, seconds: float, state: Path, workers: int | None = 1,
                idle: int = 0) -> dict[str, float]:
-    """One `wormhole-mailbox` with `MAILBOX_WORKERS=workers` on a durable database."""
+    """One `wormhole-mailbox` with `MAILBOX_WORKERS=workers` (None: its default) on a durable
+    database, with the server's default log level."""
     cluster = TestCluster(durable=True)
     cluster.start()
     port = free_port()
     env = {**os.environ, "MAILBOX_DATABASE_URL": cluster.url, "MAILBOX_HOST": "127.0.0.1",
-           "MAILBOX_PORT": str(port), "MAILBOX_LOG_LEVEL": "WARNING",
-           "MAILBOX_METRICS_PORT": "0", "MAILBOX_WORKERS": str(workers), **ONE_ADDRESS}
-    with (state / f"ours-{workers}.log").open("w") as log:
+           "MAILBOX_PORT": str(port), "MAILBOX_METRICS_PORT": "0", **ONE_ADDRESS}
+    env.pop("MAILBOX_WORKERS", None)
+    if workers is not None:
+        env["MAILBOX_WORKERS"] = str(workers)
+    with (state / f"ours-{workers or 'default'}.log").open("w") as log:
         server = subprocess.Popen([str(Path(sys.executable).parent / "wormhole-mailbox")],
                                   env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -195,8 +202,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--skip-reference", action="store_true")
-    parser.add_argument("--workers", type=int, nargs="*", default=[1], metavar="N",
-                        help="run ours with each of these MAILBOX_WORKERS values (e.g. 1 2)")
+    parser.add_argument("--workers", nargs="*", default=["1", "default"], metavar="N",
+                        help="run ours with each of these MAILBOX_WORKERS values ('default':"
+                             " unset)")
     parser.add_argument("--idle", type=int, default=0, metavar="N",
                         help="then hold N idle WebSockets and report memory per connection")
     args = parser.parse_args()
@@ -205,8 +213,9 @@ def main() -> None:
         os.chmod(state, 0o777)
         rows = {}
         for n in args.workers:
-            rows[f"ours w{n}"] = bench_ours(args.pairs, args.seconds, state, workers=n,
-                                            idle=args.idle)
+            rows[f"ours w{n}"] = bench_ours(
+                args.pairs, args.seconds, state, idle=args.idle,
+                workers=None if n == "default" else int(n))
             time.sleep(1)
         if not args.skip_reference:
             time.sleep(1)
