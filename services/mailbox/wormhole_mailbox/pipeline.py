@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from wormhole_common.database import retire
+from wormhole_common.database import rejects_value, retire
 
 Query = tuple[str, tuple[Any, ...]]
 Rows = list[tuple[Any, ...]]
@@ -39,10 +39,19 @@ class OpFailed:
 
     kind: str  # the exception's class, e.g. "ProgramLimitExceeded", for one log line per kind
     reason: str
+    # refused for a value it carried (SQLSTATE class 22, or unsendable): the client's fault
+    value_refused: bool = False
 
     @classmethod
     def of(cls, exc: BaseException) -> OpFailed:
+        """A failure of our own code or of the database."""
         return cls(type(exc).__name__, str(exc).strip() or type(exc).__name__)
+
+    @classmethod
+    def statement(cls, exc: BaseException) -> OpFailed:
+        """The op's statement failed, in the server or before it could be sent."""
+        return cls(type(exc).__name__, str(exc).strip() or type(exc).__name__,
+                   rejects_value(exc))
 
 
 @dataclass
@@ -95,7 +104,7 @@ def _advance(
     try:
         if isinstance(rows, BaseException):
             plans[i].close()
-            outcome.results[i] = OpFailed.of(rows)
+            outcome.results[i] = OpFailed.statement(rows)
             return
         pending[i] = next(plans[i]) if rows is None else plans[i].send(rows)
     except StopIteration as done:
