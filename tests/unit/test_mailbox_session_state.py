@@ -36,50 +36,12 @@ from wormhole_mailbox.ops import (
 )
 from wormhole_mailbox.session import Session, SessionConfig
 
+from tests.support.invalid_values import BAD_VALUES as SHARED_BAD_VALUES
+from tests.support.invalid_values import FOLLOW_UPS, SPOILED, spoiled
+
 NOW = 1_700_000_000.0
-MISSING = object()  # the field left out of the command
-
-# One value of each class a field can be wrong in.
-BAD_VALUES: dict[str, Any] = {
-    "missing": MISSING,
-    "null": None,
-    "number": 7,
-    "bool": True,
-    "list": ["1"],
-    "object": {"1": "1"},
-    "empty": "",
-    "nul": "1\x00",
-    "surrogate": "1\ud800",
-    "control": "1\x1b",
-    "long": "1" * ((1 << 20) + 1),  # past every field's limit, the body's too
-}
-
-# A valid form of every command; the sweep spoils one field at a time.
-VALID: dict[str, dict[str, Any]] = {
-    "ping": {"ping": 1},
-    "bind": {"appid": "app", "side": "side1", "client_version": ["python", "0.24.0"]},
-    "list": {},
-    "allocate": {},
-    "claim": {"nameplate": "5"},
-    "release": {"nameplate": "5"},
-    "open": {"mailbox": "mb"},
-    "add": {"phase": "pake", "body": "aa", "id": "0001"},
-    "close": {"mailbox": "mb", "mood": "happy"},
-}
-SPOILED = [(kind, key) for kind, command in VALID.items() for key in command]
-FOLLOW_UPS: list[dict[str, Any]] = [
-    {"type": "ping", "ping": 2},
-    {"type": "bind", "appid": "app", "side": "side1"},
-    {"type": "list"},
-    {"type": "allocate"},
-    {"type": "claim", "nameplate": "5"},
-    {"type": "release"},
-    {"type": "release", "nameplate": "5"},
-    {"type": "open", "mailbox": "mb"},
-    {"type": "add", "phase": "pake", "body": "aa"},
-    {"type": "close"},
-    {"type": "close", "mailbox": "mb", "mood": "happy"},
-]
+# past the body's limit too (the WebSocket message limit binds first on a real connection)
+BAD_VALUES = {**SHARED_BAD_VALUES, "huge": "1" * ((1 << 20) + 1)}
 
 _NAMEPLATE = re.compile(r"[0-9]{1,40}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -172,15 +134,6 @@ STAGES: dict[str, Callable[[], Session]] = {
     "opened": lambda: session_after(BIND, {"type": "open", "mailbox": "mb"}),
     "closed": lambda: session_after(BIND, {"type": "open", "mailbox": "mb"}, {"type": "close"}),
 }
-
-
-def spoiled(kind: str, key: str, value: Any) -> dict[str, Any]:
-    msg = {"type": kind, **VALID[kind]}
-    if value is MISSING:
-        del msg[key]
-    else:
-        msg[key] = value
-    return msg
 
 
 def assert_clean(actions: list[Action]) -> None:
