@@ -37,7 +37,7 @@ from wormhole_mailbox.ops import (
 from wormhole_mailbox.session import Session, SessionConfig
 
 from tests.support.invalid_values import BAD_VALUES as SHARED_BAD_VALUES
-from tests.support.invalid_values import FOLLOW_UPS, SPOILED, spoiled
+from tests.support.invalid_values import FOLLOW_UPS, MISSING, SPOILED, spoiled
 
 NOW = 1_700_000_000.0
 # past the body's limit too (the WebSocket message limit binds first on a real connection)
@@ -194,6 +194,20 @@ def test_a_release_with_a_nameplate_of_the_wrong_type_is_malformed() -> None:
     actions = drive(session, {"type": "release", "nameplate": 12})
     assert error_kinds(actions) == ["malformed"]
     assert not session.did_release
+
+
+@pytest.mark.parametrize("bad", BAD_VALUES)
+def test_an_invalid_stamp_leaves_the_connection_unpermitted(bad: str) -> None:
+    session = Session(SessionConfig(hashcash_bits=8))
+    before = snapshot(session)
+    msg = {"type": "submit-permissions", "method": "hashcash", "stamp": BAD_VALUES[bad]}
+    if BAD_VALUES[bad] is MISSING:
+        del msg["stamp"]
+    actions = drive(session, msg)
+    assert len(error_kinds(actions)) == 1, actions
+    assert_clean(actions)
+    assert snapshot(session) == before
+    assert not session.permitted
 
 
 # -- a value the database refused although the checks let it through -------------------------

@@ -6,7 +6,9 @@ round sends the next query of all unfinished plans in one pipeline, so a batch c
 round trips as its longest plan (two or three). A failure makes the server skip the rest of
 the pipeline: we roll back to that statement's savepoint (one round trip), fail its op alone,
 and send the statements that were skipped again. Statements that failed in the client (a
-value that cannot be encoded) fail their op without reaching the server at all.
+value that cannot be encoded) fail their op without reaching the server at all. An op
+refused for a value it carries (SQLSTATE class 22, or one that cannot be sent) is marked
+`value_refused`: the client's error, not the database's.
 
 A failure that says the database itself is in trouble (connection lost, query cancelled by a
 timeout or a shutdown, out of resources) is not an op's fault: it is raised, and the caller's
