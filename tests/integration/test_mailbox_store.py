@@ -18,7 +18,18 @@ from wormhole_common.migrations import migrate
 from wormhole_mailbox import replay
 from wormhole_mailbox.batcher import Batcher, StoreFailed
 from wormhole_mailbox.errors import ErrorKind
-from wormhole_mailbox.ops import Add, Claim, Close, Message, Op, Open, Refused, Release, Result
+from wormhole_mailbox.ops import (
+    UNSTORABLE,
+    Add,
+    Claim,
+    Close,
+    Message,
+    Op,
+    Open,
+    Refused,
+    Release,
+    Result,
+)
 from wormhole_mailbox.pipeline import OpFailed
 from wormhole_mailbox.pruning import (
     DEFAULT_BATCH_SIZE,
@@ -26,6 +37,7 @@ from wormhole_mailbox.pruning import (
     PruneReport,
     prune_in_batches,
 )
+from wormhole_mailbox.records import Records
 from wormhole_mailbox.store import Store
 
 from tests.integration.mailbox_helpers import TEST_TIMEOUT, count, query
@@ -121,7 +133,14 @@ async def test_several_bad_ops_in_one_batch(database_url: str) -> None:
             assert await count(database_url, "messages") == 20
 
 
-async def test_batcher_fails_the_bad_op_alone_in_one_commit(database_url: str) -> None:
+# The store's own failures, not a client's value: the op fails alone with `StoreFailed`.
+NOT_A_VALUE = ("index row too big", "deeply nested id")
+
+
+@pytest.mark.parametrize("poison", NOT_A_VALUE)
+async def test_batcher_fails_the_bad_op_alone_in_one_commit(
+    database_url: str, poison: str,
+) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with database(database_url) as db:
             store = Store(blur_seconds=None)
@@ -129,13 +148,76 @@ async def test_batcher_fails_the_bad_op_alone_in_one_commit(database_url: str) -
             batcher = Batcher(db, store, on_message=lambda op, m: published.append(m.body))
             await batcher_ops(batcher, [Open(APP, "side", "mb", 1.0)])
             ops: list[Op] = [add(f"h{i}") for i in range(10)]
-            ops.insert(4, add("bad", float("inf")))
+            ops.insert(4, POISON[poison])
             outcomes = await batcher_ops(batcher, ops)
             assert isinstance(outcomes[4], StoreFailed)
-            assert "Infinity" in str(outcomes[4])
             assert [o.body for o in outcomes if isinstance(o, Message)] == [
                 f"h{i}" for i in range(10)]
             assert published == [f"h{i}" for i in range(10)]
+
+
+# Values PostgreSQL refuses with a data exception (SQLSTATE class 22, in the server) or psycopg
+# refuses to send; the core refuses them all first, these reach the store directly.
+REFUSED_VALUES: dict[str, Op] = {
+    "Infinity in a jsonb id (22P02)": add("b", float("inf")),
+    "NUL in a jsonb id (22P05)": add("b", {"k": "\x00"}),
+    "lone surrogate in a jsonb id (22P02)": add("b", ["\ud800"]),
+    "NUL in a text column": add("b\x00"),
+    "lone surrogate in a text column": Claim(APP, "side\udfff", "1", 1.0),
+}
+
+
+@pytest.mark.parametrize("poison", REFUSED_VALUES)
+async def test_a_refused_value_is_the_client_s_error_and_not_a_database_failure(
+    database_url: str, poison: str,
+) -> None:
+    failed: list[bool] = []
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            db.observer = lambda _seconds, error: failed.append(error)
+            published: list[str] = []
+            batcher = Batcher(db, Store(blur_seconds=None),
+                              on_message=lambda op, m: published.append(m.body))
+            await batcher_ops(batcher, [Open(APP, "side", "mb", 1.0)])
+            ops: list[Op] = [add(f"h{i}") for i in range(10)]
+            ops.insert(4, REFUSED_VALUES[poison])
+            outcomes = await batcher_ops(batcher, ops)
+            assert outcomes[4] == UNSTORABLE
+            assert published == [f"h{i}" for i in range(10)]
+            assert await count(database_url, "messages") == 10
+    assert failed and not any(failed)
+
+
+class RefusedOutsideTheOps(Store):
+    """A store whose one-statement form fails the whole transaction with a real data
+    exception from PostgreSQL (as a value outside every op's savepoint would)."""
+
+    def execute_many(
+        self, conn: psycopg.Connection, ops: list[Op], records: Records | None = None, *,
+        one_by_one: bool = False,
+    ) -> list[Result | OpFailed]:
+        if not one_by_one:
+            conn.execute("SELECT 'not a number'::integer")
+        return super().execute_many(conn, ops, records, one_by_one=one_by_one)
+
+
+async def test_a_value_refused_outside_the_ops_runs_the_batch_again_op_by_op(
+    database_url: str,
+) -> None:
+    failed: list[bool] = []
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            db.observer = lambda _seconds, error: failed.append(error)
+            published: list[str] = []
+            batcher = Batcher(db, RefusedOutsideTheOps(blur_seconds=None),
+                              on_message=lambda op, m: published.append(m.body))
+            await batcher_ops(batcher, [Open(APP, "side", "mb", 1.0)])
+            outcomes = await batcher_ops(batcher, [add(f"h{i}") for i in range(5)])
+            assert [o.body for o in outcomes if isinstance(o, Message)] == [
+                f"h{i}" for i in range(5)]
+            assert published == [f"h{i}" for i in range(5)]
+            assert await count(database_url, "messages") == 5
+    assert failed and not any(failed)
 
 
 async def batcher_ops(batcher: Batcher, ops: list[Op]) -> list[Result | Exception]:

@@ -31,7 +31,8 @@ T = TypeVar("T")
 
 Work = Callable[[psycopg.Connection], T]
 # Told each unit of work's duration in seconds and whether it failed with a database error
-# (called in the worker thread; prometheus_client metrics are thread-safe).
+# other than a refused value (called in the worker thread; prometheus_client metrics are
+# thread-safe).
 Observer = Callable[[float, bool], None]
 
 
@@ -53,6 +54,20 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
 
 class DatabaseUnavailable(Exception):
     """The database could not be reached or failed while running a unit of work."""
+
+
+# SQLSTATE class 22, "data exception": a value the statement carries is wrong (invalid text
+# for its type, an untranslatable character, a string too long for its column...).
+DATA_EXCEPTION = "22"
+
+
+def rejects_value(exc: BaseException) -> bool:
+    """`exc` blames a value a statement carried, not the database: SQLSTATE class 22 from the
+    server, or one psycopg refused to send (a NUL in text is a `DataError` without a
+    SQLSTATE; a lone surrogate cannot be encoded at all)."""
+    if isinstance(exc, psycopg.Error) and exc.sqlstate is not None:
+        return exc.sqlstate.startswith(DATA_EXCEPTION)
+    return isinstance(exc, (psycopg.DataError, UnicodeEncodeError))
 
 
 class _Running:
@@ -139,8 +154,8 @@ class Database:
         failed = False
         try:
             return self._run_connected(work, running)
-        except psycopg.Error:
-            failed = True
+        except psycopg.Error as exc:
+            failed = not rejects_value(exc)  # a client's value, not a database failure
             raise
         finally:
             self.observer(time.perf_counter() - started, failed)

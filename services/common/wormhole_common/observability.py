@@ -49,7 +49,7 @@ class DatabaseMetrics:
         )
         self.errors = Counter(
             f"{prefix}_database_errors_total",
-            "Units of database work that failed with a database error.",
+            "Units of database work that failed with a database error (not a refused value).",
             registry=registry,
         )
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import psycopg
 import trio
 from wormhole_common.channels import receive_batch
-from wormhole_common.database import Database
+from wormhole_common.database import Database, rejects_value
 from wormhole_common.failures import FailureLog
 
-from wormhole_mailbox.ops import Add, Message, Op, Result
+from wormhole_mailbox.ops import UNSTORABLE, Add, Message, Op, Result
 from wormhole_mailbox.pipeline import OpFailed
 from wormhole_mailbox.records import Records
 from wormhole_mailbox.store import Store
@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 
 class StoreFailed(Exception):
-    """The database could not execute the op; the caller reports a server error."""
+    """The database could not execute the op; the caller reports a server error. (An op the
+    database refused for a value it carried is not this: its result is `UNSTORABLE`.)"""
 
 
 @dataclass
@@ -72,7 +73,7 @@ class Batcher:
         records: Records = []
         ops = [p.op for p in batch]
         try:
-            results = await self.db.run(lambda conn: self._many(conn, ops, records))
+            results = await self._results(ops, records)
         except Exception as exc:
             failure = OpFailed.of(exc)
             self.failures.failed(failure.kind, f"{failure.reason} (a batch of {len(batch)})")
@@ -84,7 +85,10 @@ class Batcher:
                 if isinstance(result, OpFailed):
                     self.rejected.failed(result.kind, f"{type(pending.op).__name__}: "
                                          f"{result.reason}")
-                    pending.failure = result.reason
+                    if result.value_refused:  # the client's value: an error for it alone
+                        pending.result = UNSTORABLE
+                    else:
+                        pending.failure = result.reason
                 else:
                     pending.result = result
             self.failures.succeeded()
@@ -94,11 +98,23 @@ class Batcher:
         for pending in batch:
             pending.done.set()
 
+    async def _results(self, ops: list[Op], records: Records) -> list[Result | OpFailed]:
+        """The batch's results, committed. A value refused outside any op's own savepoint
+        fails the whole transaction: then the batch runs again op by op, where that op
+        fails alone and the others commit."""
+        try:
+            return await self.db.run(lambda conn: self._many(conn, ops, records))
+        except Exception as exc:
+            if not rejects_value(exc):
+                raise
+        return await self.db.run(lambda conn: self._many(conn, ops, records, one_by_one=True))
+
     def _many(
-        self, conn: psycopg.Connection, ops: list[Op], records: Records,
+        self, conn: psycopg.Connection, ops: list[Op], records: Records, *,
+        one_by_one: bool = False,
     ) -> list[Result | OpFailed]:
         records.clear()  # only the attempt that commits counts
-        return self.store.execute_many(conn, ops, records)
+        return self.store.execute_many(conn, ops, records, one_by_one=one_by_one)
 
     def _committed(self, records: Records) -> None:
         if self.on_usage is not None and records:

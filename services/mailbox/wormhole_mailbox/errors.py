@@ -26,6 +26,7 @@ class ErrorKind(StrEnum):
     EXHAUSTED = "exhausted"  # no free nameplate to allocate
     GONE = "gone"  # an `add` to a mailbox that was retired
     FULL = "full"  # an `add` past the mailbox's message or byte limit
+    UNSTORABLE = "unstorable"  # a value PostgreSQL refused (data exception) past our checks
     INTERNAL = "internal"  # the database failed
     TIMEOUT = "timeout"  # the database did not answer within the command's deadline
     OTHER = "other"  # a refusal text the SQL functions returned that this set does not name

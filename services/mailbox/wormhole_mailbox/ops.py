@@ -119,6 +119,10 @@ class Refused:
 
 _SQL_REFUSALS = {"crowded": ErrorKind.CROWDED, "reclaimed": ErrorKind.RECLAIMED}
 
+# A value the database refused (a data exception) although the session's checks let it
+# through: the client's command, not the database, is at fault, and nothing of it was stored.
+UNSTORABLE = Refused("a value of this command cannot be stored", ErrorKind.UNSTORABLE)
+
 
 # What each op yields on success.
 Result = None | str | list[str] | list[Message] | Message | Refused

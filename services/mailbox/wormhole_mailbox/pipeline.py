@@ -6,7 +6,9 @@ round sends the next query of all unfinished plans in one pipeline, so a batch c
 round trips as its longest plan (two or three). A failure makes the server skip the rest of
 the pipeline: we roll back to that statement's savepoint (one round trip), fail its op alone,
 and send the statements that were skipped again. Statements that failed in the client (a
-value that cannot be encoded) fail their op without reaching the server at all.
+value that cannot be encoded) fail their op without reaching the server at all. An op
+refused for a value it carries (SQLSTATE class 22, or one that cannot be sent) is marked
+`value_refused`: the client's error, not the database's.
 
 A failure that says the database itself is in trouble (connection lost, query cancelled by a
 timeout or a shutdown, out of resources) is not an op's fault: it is raised, and the caller's
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from wormhole_common.database import retire
+from wormhole_common.database import rejects_value, retire
 
 Query = tuple[str, tuple[Any, ...]]
 Rows = list[tuple[Any, ...]]
@@ -39,10 +41,19 @@ class OpFailed:
 
     kind: str  # the exception's class, e.g. "ProgramLimitExceeded", for one log line per kind
     reason: str
+    # refused for a value it carried (SQLSTATE class 22, or unsendable): the client's fault
+    value_refused: bool = False
 
     @classmethod
     def of(cls, exc: BaseException) -> OpFailed:
+        """A failure of our own code or of the database."""
         return cls(type(exc).__name__, str(exc).strip() or type(exc).__name__)
+
+    @classmethod
+    def statement(cls, exc: BaseException) -> OpFailed:
+        """The op's statement failed, in the server or before it could be sent."""
+        return cls(type(exc).__name__, str(exc).strip() or type(exc).__name__,
+                   rejects_value(exc))
 
 
 @dataclass
@@ -95,7 +106,7 @@ def _advance(
     try:
         if isinstance(rows, BaseException):
             plans[i].close()
-            outcome.results[i] = OpFailed.of(rows)
+            outcome.results[i] = OpFailed.statement(rows)
             return
         pending[i] = next(plans[i]) if rows is None else plans[i].send(rows)
     except StopIteration as done:

@@ -94,11 +94,20 @@ def error(kind: ErrorKind, text: str, orig: Any) -> list[Action]:
     return [Send(error_frame(text, orig)), Count(Metric.ERRORS, kind.value)]
 
 
+def _pong(msg: Frame) -> list[Action]:
+    if "ping" not in msg:
+        raise malformed("ping requires 'ping'")
+    return [Send({"type": "pong", "pong": msg["ping"]})]
+
+
 def _check_stamp(
     msg: Frame, config: SessionConfig, resource: str | None, spent: hashcash.SpentStamps,
-    now: float,
+    now: float, *, bound: bool,
 ) -> None:
-    """`submit-permissions`: raises unless it carries a fresh, unspent, strong enough stamp."""
+    """`submit-permissions`: raises unless it comes before `bind` and carries a fresh,
+    unspent, strong enough stamp."""
+    if bound:
+        raise _sequence("already bound")
     method = msg.get("method")
     stamp = msg.get("stamp")
     if method != "hashcash" or not isinstance(stamp, str):
@@ -164,13 +173,10 @@ class Session:
     def _dispatch(self, msg: Frame, now: float) -> list[Action]:
         kind = msg["type"]
         if kind == "ping":
-            if "ping" not in msg:
-                raise malformed("ping requires 'ping'")
-            return [Send({"type": "pong", "pong": msg["ping"]})]
+            return _pong(msg)
         if kind in ("submit-permissions", "submit-permission") and self.config.hashcash_bits:
-            if self.app is not None:
-                raise _sequence("already bound")
-            _check_stamp(msg, self.config, self.resource, self.spent, now)
+            _check_stamp(msg, self.config, self.resource, self.spent, now,
+                         bound=self.app is not None)
             self.permitted = True
             return []
         if kind == "bind":
@@ -190,7 +196,7 @@ class Session:
         if kind == "claim":
             return [Perform(self._claim(msg, now), msg)]
         if kind == "release":
-            return [Perform(self._release(msg, now), msg)]
+            return self._release(msg, now)
         if kind == "open":
             if self.mailbox is not None:
                 raise _sequence("only one open per connection")
@@ -217,37 +223,38 @@ class Session:
             return [*error(ErrorKind.PERMISSION_DENIED, PERMISSION_DENIED, msg),
                     Count(Metric.DROPPED, "permission_denied"),
                     CloseConnection(1008, PERMISSION_DENIED, flush=True)]
-        self.app, self.side = app, side
         return [Perform(Bind(app, side, implementation, version, now), msg)]
 
     def _claim(self, msg: Frame, now: float) -> Claim:
+        """A valid claim, or an error; an invalid or quota-refused one changes nothing."""
         assert self.app is not None and self.side is not None
         name = present(msg, "nameplate", "claim requires 'nameplate'")
         if self.did_claim:
             raise _sequence("only one claim per connection")
-        # Set before validation: a failed claim still uses up the connection's one claim.
-        self.did_claim = True
-        self.claimed = name
         if not is_valid_nameplate(check_string(name, "nameplate")):
             raise ProtocolError(ErrorKind.INVALID_NAMEPLATE, "invalid nameplate")
-        if refusal := self.quota.claim(name, now):
-            self.did_claim, self.claimed = False, None  # refused by a quota: it did not happen
-            _allowed(refusal)
+        _allowed(self.quota.claim(name, now))
         return Claim(self.app, self.side, name, now)
 
-    def _release(self, msg: Frame, now: float) -> Release:
+    def _release(self, msg: Frame, now: float) -> list[Action]:
+        """A release in the store; or, for a nameplate that cannot exist (only valid ones are
+        ever claimed or allocated), `released` at once, as the store would answer."""
         assert self.app is not None and self.side is not None
         if self.did_release:
             raise _sequence("only one release per connection")
-        name = optional(msg, "nameplate")
-        if name is not None:
-            if self.claimed is not None and name != self.claimed:
-                raise _sequence("release and claim must use same nameplate")
-        else:
+        name = msg.get("nameplate")
+        if name is None:
             if self.claimed is None:
                 raise _sequence("release without nameplate must follow claim")
             name = self.claimed
-        return Release(self.app, self.side, name, now)
+        elif not isinstance(name, str):
+            raise malformed("'nameplate' must be a string")
+        elif self.claimed is not None and name != self.claimed:
+            raise _sequence("release and claim must use same nameplate")
+        elif not is_valid_nameplate(name):
+            self.did_release = True
+            return [Send({"type": "released"})]
+        return [Perform(Release(self.app, self.side, name, now), msg)]
 
     def _add(self, msg: Frame, now: float) -> Add:
         assert self.app is not None and self.side is not None
@@ -263,13 +270,12 @@ class Session:
             raise _sequence("only one close per connection")
         mailbox = optional(msg, "mailbox")
         mood = optional(msg, "mood")
-        if mailbox is not None:
-            if self.mailbox is not None and mailbox != self.mailbox:
-                raise _sequence("open and close must use same mailbox")
-        else:
+        if mailbox is None:
             if self.mailbox is None:
                 raise _sequence("close without mailbox must follow open")
             mailbox = self.mailbox
+        elif self.mailbox is not None and mailbox != self.mailbox:
+            raise _sequence("open and close must use same mailbox")
         return Close(self.app, self.side, mailbox, mood, now, implicit_open=self.mailbox is None)
 
     # -- the store's answers and the shell's troubles ------------------------------------------
@@ -277,36 +283,36 @@ class Session:
     def complete(self, perform: Perform, result: Result) -> list[Action]:
         """What follows once the store has executed `perform.op` with `result`."""
         op = perform.op
-        if isinstance(result, Refused):
+        if isinstance(result, Refused):  # UNSTORABLE: an invalid command, it changes nothing
+            if isinstance(op, Claim) and result.kind is not ErrorKind.UNSTORABLE:
+                # crowded, reclaimed: still the connection's one claim (spec 2.4)
+                self.did_claim, self.claimed = True, op.nameplate
             unsubscribe: list[Action] = [Unsubscribe()] if isinstance(op, Open) else []
             return [*unsubscribe, *error(result.kind, result.error, perform.orig)]
-        if isinstance(op, ListNameplates):
+        if isinstance(op, Bind):
+            self.app, self.side = op.app, op.side
+        elif isinstance(op, ListNameplates):
             assert isinstance(result, list)
             return [Send({"type": "nameplates", "nameplates": [{"id": n} for n in result]})]
-        if isinstance(op, Allocate):
+        elif isinstance(op, Allocate):
             assert isinstance(result, str)
             self.did_allocate = True
             self.quota.holding(result)
             return [Send({"type": "allocated", "nameplate": result})]
-        if isinstance(op, Claim):
+        elif isinstance(op, Claim):
             assert isinstance(result, str)
+            self.did_claim, self.claimed = True, op.nameplate
             self.quota.holding(op.nameplate, result)
             return [Send({"type": "claimed", "mailbox": result})]
-        if isinstance(op, Release):
+        elif isinstance(op, Release):
             self.did_release = True
             self.quota.released(op.nameplate)
             return [Send({"type": "released"})]
-        if isinstance(op, Open):
+        elif isinstance(op, Open):
             self.mailbox = op.mailbox
             assert isinstance(result, list)
-            messages = [m for m in result if isinstance(m, Message)]
-            seqs = tuple(m.seq for m in messages)
-            page = self.config.replay_page_size
-            boundary: Action = (ReplayRest(messages[-1].seq, seqs)
-                                if page is not None and len(messages) >= page
-                                else Replayed(seqs))
-            return [*(Send(m.frame()) for m in messages), boundary]
-        if isinstance(op, Close):
+            return _replay(result, self.config.replay_page_size)
+        elif isinstance(op, Close):
             self.did_close = True
             self.mailbox = None
             return [Send({"type": "closed"})]
@@ -317,6 +323,16 @@ class Session:
         they would have expired."""
         self.quota.close(now)
 
+
+
+def _replay(result: list[Message] | list[str], page: int | None) -> list[Action]:
+    """The messages an `open` found, then where its replay ends: here, or (a full first
+    page) after the rest, which the shell reads page by page."""
+    messages = [m for m in result if isinstance(m, Message)]
+    seqs = tuple(m.seq for m in messages)
+    if page is not None and len(messages) >= page:
+        return [*(Send(m.frame()) for m in messages), ReplayRest(messages[-1].seq, seqs)]
+    return [*(Send(m.frame()) for m in messages), Replayed(seqs)]
 
 
 def store_failed(perform: Perform) -> list[Action]:

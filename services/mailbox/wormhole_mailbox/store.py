@@ -17,7 +17,7 @@ from wormhole_mailbox import answers, bulk, usage
 from wormhole_mailbox.allocation import AllocationExhausted, choose_nameplate
 from wormhole_mailbox.bulk import BulkBatch
 from wormhole_mailbox.errors import ErrorKind
-from wormhole_mailbox.locking import lock_keys
+from wormhole_mailbox.locking import LockKeys, lock_keys
 from wormhole_mailbox.ops import (
     Add,
     Allocate,
@@ -72,10 +72,11 @@ class Store:
         self.round_trips = 0  # pipelines sent by `execute_many`, for tests and benchmarks
 
     def execute_many(
-        self, conn: psycopg.Connection, ops: list[Op], records: Records | None = None,
+        self, conn: psycopg.Connection, ops: list[Op], records: Records | None = None, *,
+        one_by_one: bool = False,
     ) -> list[Result | OpFailed]:
         """Run many ops in the caller's transaction: in one statement (`bulk`) unless one of
-        them fails, then op by op (`pipeline`).
+        them fails (or `one_by_one`), then op by op (`pipeline`).
 
         An op whose statement PostgreSQL rejects gets `OpFailed` and leaves nothing behind
         from that statement; the others are unaffected. Usage records of statements that
@@ -83,18 +84,11 @@ class Store:
         """
         sink: Records = [] if records is None else records
         keys = lock_keys(ops)
-        batch = BulkBatch(ops, blur_seconds=self.blur_seconds, new_mailbox_id=new_mailbox_id,
-                          open_page_size=self.open_page_size)
-        try:
-            results = bulk.run(conn, batch, keys, origin=self.origin,
-                               max_messages=self.max_messages, max_bytes=self.max_bytes,
-                               choose=self._choose, records=sink)
-        except bulk.Unsendable:
-            results = None
-        self.round_trips += batch.round_trips
+        results = None if one_by_one else self._in_one_statement(conn, ops, keys, sink)
         if results is not None:
             return list(results)
-        # some op fails: each goes in its own savepoint (the locks are held already).
+        # some op fails: each goes in its own savepoint, after the locks (held already if the
+        # one statement ran, which is harmless).
         # Allocations in one batch read the nameplate list in the same round, before any of
         # them has claimed: names chosen earlier in the batch count as taken.
         chosen: dict[str, set[str]] = {}
@@ -102,6 +96,20 @@ class Store:
         outcome = run_plans(conn, plans, [keys.query()] if keys else [])
         self.round_trips += outcome.round_trips
         return outcome.results
+
+    def _in_one_statement(
+        self, conn: psycopg.Connection, ops: list[Op], keys: LockKeys, records: Records,
+    ) -> list[Result] | None:
+        batch = BulkBatch(ops, blur_seconds=self.blur_seconds, new_mailbox_id=new_mailbox_id,
+                          open_page_size=self.open_page_size)
+        try:
+            return bulk.run(conn, batch, keys, origin=self.origin,
+                            max_messages=self.max_messages, max_bytes=self.max_bytes,
+                            choose=self._choose, records=records)
+        except bulk.Unsendable:
+            return None
+        finally:
+            self.round_trips += batch.round_trips
 
     def _choose(self, taken: set[str]) -> str:
         return choose_nameplate(taken, self.rng)

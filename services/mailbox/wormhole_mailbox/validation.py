@@ -243,7 +243,7 @@ def required(frame: Frame, key: str, missing: str) -> str:
 
 def present(frame: Frame, key: str, missing: str) -> str:
     """Only presence and type, for a field whose other checks come later in the protocol's
-    order (`claim`: a claim of an invalid nameplate still uses up the connection's claim)."""
+    order (`claim`: "only one claim per connection" comes before "invalid nameplate")."""
     if key not in frame:
         raise malformed(missing)
     value = frame[key]
