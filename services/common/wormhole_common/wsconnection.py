@@ -69,7 +69,8 @@ class WebSocket:
         self.close_sent = False
         self.close_received: CloseReceived | None = None
         self.violation: Violation | None = None  # the peer's, answered with this close
-        self.broken = False  # the stream ended or failed
+        self.broken = False  # the stream failed: nothing more can be sent
+        self.ended = False  # the peer ended its side (we may still send)
         self.stalled = False  # ...because the peer read nothing for `write_timeout`
         self._ping: bytes | None = None
         self._ponged: trio.Event | None = None  # while a ping waits
@@ -82,16 +83,18 @@ class WebSocket:
                 if isinstance(event, Message):
                     return event.data
                 await self._answer(event)
-            if self.reader.done or self.broken:
+            if self.reader.done or self.broken or self.ended:
                 raise Closed
             data, self._buffered = self._buffered, b""
             if not data:
                 try:
                     data = bytes(await self._receive_some(RECEIVE_BYTES))
                 except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
-                if not data:
                     self.broken = True
+                    raise Closed from None
+                if not data:
+                    # the peer ended its side: it may still read our close frame
+                    self.ended = True
                     raise Closed
             self._events.extend(self.reader.feed(data))
 
