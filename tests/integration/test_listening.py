@@ -9,7 +9,7 @@ import socket
 import pytest
 import trio
 from wormhole_common import listening
-from wormhole_common.listening import open_listeners
+from wormhole_common.listening import bound, open_listeners
 from wormhole_common.startup import StartupError, check_port
 
 LIMIT = 10
@@ -28,6 +28,7 @@ async def test_dual_stack_takes_ipv6_and_ipv4_on_one_socket() -> None:
         async with listener:
             assert listener.socket.family == socket.AF_INET6
             assert listener.socket.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
+            assert bound([listener]) == f"[::]:{listener.socket.getsockname()[1]}"
             assert await peer_of(listener, "::1") == "::1"
             assert await peer_of(listener, "127.0.0.1") == "::ffff:127.0.0.1"
 
@@ -50,6 +51,7 @@ async def test_without_ipv6_dual_stack_falls_back_to_ipv4_and_says_so(
         (listener,) = await open_listeners(0, "::")
         async with listener:
             assert listener.socket.family == socket.AF_INET
+            assert bound([listener]) == f"0.0.0.0:{listener.socket.getsockname()[1]}"
             assert await peer_of(listener, "127.0.0.1") == "127.0.0.1"
     assert caplog.messages == ["this machine has no IPv6: listening on 0.0.0.0 (IPv4 only)"
                                " instead of ::"]

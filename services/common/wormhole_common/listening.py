@@ -30,6 +30,12 @@ def endpoint(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def bound(listeners: list[trio.SocketListener]) -> str:
+    """Where `listeners` really listen (after a fallback, or a name resolved), for the log."""
+    names = (endpoint(*listener.socket.getsockname()[:2]) for listener in listeners)
+    return ", ".join(dict.fromkeys(names))
+
+
 def dual_stack_socket(port: int) -> socket.socket | None:
     """A socket bound to [::]:`port` that takes IPv4 too; None where the kernel has no IPv6.
     Raises OSError for anything else (the port is in use, say)."""

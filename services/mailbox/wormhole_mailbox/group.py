@@ -21,7 +21,7 @@ import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from wormhole_common.group_metrics import GroupCollector
 from wormhole_common.http import read_head
-from wormhole_common.listening import endpoint, open_listeners
+from wormhole_common.listening import bound, open_listeners
 from wormhole_common.observability import MetricsEndpoint
 from wormhole_common.workers import Supervisor
 
@@ -61,9 +61,8 @@ class WorkerGroup:
             shutdown_seconds=self.settings.shutdown_grace_seconds + 10,
             on_restart=lambda _: self.restarts.inc(),
         )
-        port = listeners[0].socket.getsockname()[1]
         log.info("mailbox listening on %s (/v1) with %d workers",
-                 endpoint(self.settings.host, port), self.settings.workers)
+                 bound(listeners), self.settings.workers)
         async with trio.open_nursery() as nursery:
             if self.settings.metrics_port:
                 metrics = MetricsEndpoint(self.registry, ready=self._ready, refresh=self._scrape)

@@ -17,7 +17,7 @@ import trio
 from wormhole_common.accepting import serve_listeners
 from wormhole_common.database import Database
 from wormhole_common.fdlimit import ADDRESSES_SERVED, connection_limits, raise_open_file_limit
-from wormhole_common.listening import endpoint, open_listeners
+from wormhole_common.listening import bound, open_listeners
 from wormhole_common.observability import MetricsEndpoint
 
 from wormhole_mailbox.batcher import Batcher
@@ -122,7 +122,7 @@ class MailboxServer:
                          trusted_proxies=self.settings.trusted_proxies)
         try:
             with trio.CancelScope() as accepting:
-                log.info("mailbox listening on %s (/v1)", endpoint(self.settings.host, self.port))
+                log.info("mailbox listening on %s (/v1)", bound(listeners))
                 task_status.started(accepting)
                 await serve_listeners(handle, listeners, handlers)
         finally:

@@ -12,7 +12,7 @@ import time
 
 import trio
 from wormhole_common.accepting import Handler
-from wormhole_common.listening import endpoint, open_listeners
+from wormhole_common.listening import bound, open_listeners
 from wormhole_common.observability import MetricsEndpoint
 
 from wormhole_transit.admission import Admission
@@ -108,7 +108,7 @@ class TransitServer:
                         if lane:
                             await acceptors.start(self.admission.serve, handler, lane, handlers)
                     log.info("transit relay listening on %s", ", ".join(
-                        f"{endpoint(s.host, lane[0].socket.getsockname()[1])} ({kind})"
+                        f"{bound(lane)} ({kind})"
                         for kind, lane in (("TCP", listeners), ("WebSocket", ws_listeners))
                         if lane))
                     task_status.started(self)
