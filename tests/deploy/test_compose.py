@@ -5,6 +5,7 @@ pinned images, every file named exists, every variable in .env.example)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -83,7 +84,8 @@ def test_services_start_when_what_they_need_is_healthy() -> None:
     services = resolved_compose(profiles=("tls",))["services"]
     for name in ("mailbox", "transit"):
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert services["caddy"]["depends_on"]["mailbox"]["condition"] == "service_healthy"
+    for name in ("mailbox", "transit"):
+        assert services["caddy"]["depends_on"][name]["condition"] == "service_healthy"
     assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
     assert (services["postgres"]["depends_on"]["secrets-init"]["condition"]
             == "service_completed_successfully")
@@ -182,7 +184,29 @@ def test_caddyfile_is_valid(domain: str, tmp_path: Path) -> None:
     result = run(["caddy", "validate", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
                  **env)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "reverse_proxy mailbox:4000" in CADDYFILE.read_text()
+    adapted = run(["caddy", "adapt", "--config", str(CADDYFILE), "--adapter", "caddyfile"], **env)
+    assert adapted.returncode == 0, adapted.stderr
+    (site,) = json.loads(adapted.stdout)["apps"]["http"]["servers"]["srv0"]["routes"]
+    assert site["match"] == [{"host": [domain or "localhost"]}]
+    # the relay's WebSocket side on /transit, everything else to the mailbox (it serves /v1)
+    assert proxied(site["handle"][0]["routes"]) == {"/transit": "transit:4002",
+                                                    "*": "mailbox:4000"}
+
+
+def proxied(routes: list[dict[str, Any]]) -> dict[str, str]:
+    """Path matched (`*`: any) -> the upstream its route proxies to."""
+    def dials(node: object) -> list[str]:
+        if isinstance(node, dict):
+            return [node["dial"]] if "dial" in node else [d for v in node.values()
+                                                          for d in dials(v)]
+        return [d for v in node for d in dials(v)] if isinstance(node, list) else []
+
+    found = {}
+    for route in routes:
+        paths = [p for m in route.get("match", []) for p in m.get("path", [])] or ["*"]
+        (dial,) = dials(route["handle"])
+        found.update(dict.fromkeys(paths, dial))
+    return found
 
 
 def test_workflow_tests_everything_and_publishes_both_images_on_tags() -> None:
@@ -202,3 +226,17 @@ def test_workflow_tests_everything_and_publishes_both_images_on_tags() -> None:
     build = uses["docker/build-push-action"]["with"]
     assert build["platforms"] == "linux/amd64,linux/arm64" and build["push"] is True
     assert build["file"] == "Dockerfile.${{ matrix.service }}"
+
+
+@pytest.mark.parametrize("value", ["false", "true"])
+def test_ipv6_on_the_compose_network_is_one_variable(value: str, tmp_path: Path) -> None:
+    """IPv6 inside Docker is opt-in (an engine before 27 cannot allocate an IPv6 subnet by
+    itself); the services listen on both families either way."""
+    env_file = tmp_path / ".env"
+    env_file.write_text(ENV_EXAMPLE.read_text().replace("WORMHOLE_IPV6=false",
+                                                        f"WORMHOLE_IPV6={value}"))
+    resolved = resolved_compose(env_file)
+    assert resolved["networks"]["default"]["enable_ipv6"] is (value == "true")
+    for name in ("mailbox", "transit"):
+        environment = resolved["services"][name]["environment"]
+        assert f"{name.upper()}_HOST" not in environment  # the default, `::`

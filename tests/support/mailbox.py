@@ -118,7 +118,17 @@ async def client(
     """A client past its welcome. `source`: the local address to connect from; `headers`:
     extra request headers (see `open_websocket`)."""
     assert server.port is not None
-    async with open_websocket(server.port, "/v1", source=source, headers=headers) as ws:
+    async with client_at(server.port, source=source, headers=headers) as c:
+        yield c
+
+
+@asynccontextmanager
+async def client_at(
+    port: int, host: str = "127.0.0.1", source: str | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> AsyncIterator[Client]:
+    """A client past its welcome of the mailbox on `host:port` (`::1` for IPv6)."""
+    async with open_websocket(port, "/v1", host=host, source=source, headers=headers) as ws:
         c = Client(ws)
         welcome = await c.recv()
         assert welcome["type"] == "welcome"

@@ -67,18 +67,23 @@ class ServiceProcess:
 
 @contextmanager
 def service_process(
-    service: Literal["mailbox", "transit"], database_url: str, tmp_path: Path, **env: str
+    service: Literal["mailbox", "transit"], database_url: str, tmp_path: Path, *,
+    host: str | None = "127.0.0.1", **env: str,
 ) -> Iterator[ServiceProcess]:
-    """`wormhole-<service>` on a free port of 127.0.0.1 with `database_url`, stopped after."""
+    """`wormhole-<service>` on a free port of `host` (None: its default, every address)
+    with `database_url`, stopped after."""
     port = free_port()
     prefix = service.upper()
     process = ServiceProcess(
         f"wormhole-{service}",
-        {f"{prefix}_DATABASE_URL": database_url, f"{prefix}_HOST": "127.0.0.1",
-         f"{prefix}_PORT": str(port), f"{prefix}_METRICS_PORT": "0", **env},
+        {f"{prefix}_DATABASE_URL": database_url, f"{prefix}_PORT": str(port),
+         f"{prefix}_METRICS_PORT": "0", **env},
         port,
         tmp_path / f"{service}-{port}.log",
     )
+    process.env.pop(f"{prefix}_HOST", None)
+    if host is not None:
+        process.env[f"{prefix}_HOST"] = host
     process.start()
     try:
         yield process

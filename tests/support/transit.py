@@ -81,19 +81,22 @@ def request_stop(server: TransitServer) -> None:
     _stops[server].set()
 
 
-async def connect(server: TransitServer) -> trio.SocketStream:
-    """A client connection, closed when the server's context ends."""
+async def connect(server: TransitServer, host: str = "127.0.0.1") -> trio.SocketStream:
+    """A client connection (to `host`: `::1` for IPv6), closed when the server's context
+    ends."""
     assert server.port is not None
-    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    stream = await trio.open_tcp_stream(host, server.port)
     _clients.setdefault(server, []).append(stream)
     return stream
 
 
 @asynccontextmanager
-async def ws_connect(server: TransitServer, path: str = "/") -> AsyncIterator[WebSocketConnection]:
+async def ws_connect(server: TransitServer, path: str = "/",
+                     host: str = "127.0.0.1") -> AsyncIterator[WebSocketConnection]:
     """A WebSocket client of the relay (see `open_websocket`)."""
     assert server.websocket_port is not None
-    async with open_websocket(server.websocket_port, path, max_message_size=64 << 20) as ws:
+    async with open_websocket(server.websocket_port, path, host=host,
+                              max_message_size=64 << 20) as ws:
         yield ws
 
 

@@ -16,16 +16,17 @@ from trio_websocket import WebSocketConnection, wrap_client_stream
 
 @asynccontextmanager
 async def open_websocket(
-    port: int, path: str, *, source: str | None = None,
+    port: int, path: str, *, host: str = "127.0.0.1", source: str | None = None,
     headers: list[tuple[bytes, bytes]] | None = None, max_message_size: int = 1 << 20,
 ) -> AsyncIterator[WebSocketConnection]:
-    """`source`: the local address to connect from (Linux routes all of 127.0.0.0/8 to the
-    loopback); `headers`: extra request headers (a proxy's X-Real-IP)."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=source)
+    """`host`: the server's address (`::1` for IPv6); `source`: the local address to connect
+    from (Linux routes all of 127.0.0.0/8 to the loopback); `headers`: extra request headers
+    (a proxy's X-Real-IP)."""
+    stream = await trio.open_tcp_stream(host, port, local_address=source)
     try:
         async with trio.open_nursery() as nursery:
-            ws = await wrap_client_stream(nursery, stream, "127.0.0.1", path,
-                                          extra_headers=headers,
+            ws = await wrap_client_stream(nursery, stream, f"[{host}]" if ":" in host else host,
+                                          path, extra_headers=headers,
                                           max_message_size=max_message_size)
             try:
                 yield ws

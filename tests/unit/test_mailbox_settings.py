@@ -24,7 +24,7 @@ def test_defaults() -> None:
     assert s.database_password is None
     assert s.database_pool_size == 4
     assert s.database_startup_timeout_seconds == 30
-    assert (s.host, s.port) == ("0.0.0.0", 4000)
+    assert (s.host, s.port) == ("::", 4000)
     assert (s.motd, s.advertise_version, s.signal_error) == (None, None, None)
     assert s.allow_list is True
     assert s.channel_expiry_seconds == 660
@@ -44,7 +44,7 @@ def test_defaults() -> None:
 def test_every_variable_is_parsed() -> None:
     s = load(
         database_password="pw", database_pool_size="9", database_startup_timeout_seconds="0",
-        host="::", port="14004",
+        host="0.0.0.0", port="14004",
         motd="Welcome!", advertise_version="0.24.0", signal_error="maintenance",
         allow_list="false", channel_expiry_seconds="4", prune_interval_seconds="0.5",
         blur_usage_seconds="3600", trusted_proxies="10.0.0.0/8, fd00::/8,192.0.2.1",
@@ -54,7 +54,7 @@ def test_every_variable_is_parsed() -> None:
     assert s.database_password == "pw"
     assert s.database_pool_size == 9
     assert s.database_startup_timeout_seconds == 0
-    assert (s.host, s.port) == ("::", 14004)
+    assert (s.host, s.port) == ("0.0.0.0", 14004)
     assert (s.motd, s.advertise_version, s.signal_error) == ("Welcome!", "0.24.0", "maintenance")
     assert s.allow_list is False
     assert s.channel_expiry_seconds == 4

@@ -21,6 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from wormhole_common.accepting import close_now
 from wormhole_common.http import answer, read_head, refusal, response, split_head
+from wormhole_common.listening import open_listeners
 from wormhole_common.websocket import HandshakeError
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class MetricsEndpoint:
         self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve until cancelled; `task_status.started(port)` once listening."""
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        listeners = await open_listeners(port, host)
         await self.serve_listeners(listeners, task_status=task_status)
 
     async def serve_listeners(

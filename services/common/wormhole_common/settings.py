@@ -101,7 +101,9 @@ class ServiceSettings(EnvSettings):
     database_pool_size: PoolSize = Field(default=4, description="database connections")
     database_startup_timeout_seconds: float = Field(
         default=30, ge=0, description="how long to wait at start for an unreachable database")
-    host: str = Field(default="0.0.0.0", description="address to listen on")
+    host: str = Field(default="::", description="address to listen on: `::` every address,"
+                      " IPv6 and IPv4 (dual stack); an IPv4 address (`0.0.0.0`: every IPv4"
+                      " address) or an IPv6 address: that family only")
     port: Port = Field(default=0, description="port to listen on")
     blur_usage_seconds: Annotated[int | None, EmptyIsUnset] = Field(
         default=None, ge=1, description="round recorded times to this many seconds (privacy)")

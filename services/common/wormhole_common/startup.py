@@ -12,9 +12,12 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from typing import Any
 
 import psycopg
 import trio
+
+from wormhole_common.listening import DUAL_STACK, IPV4_ANY, dual_stack_socket, endpoint
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +41,25 @@ class StartupError(Exception):
         self.code = code
 
 
-def _address(addr: tuple[object, ...]) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+def _address(addr: tuple[Any, ...]) -> str:
+    return endpoint(str(addr[0]), int(addr[1]))
 
 
 def check_port(variable: str, host: str, port: int) -> None:
     """Raise `StartupError` naming `variable` if `host:port` cannot be listened on now."""
     if port == 0:
         return
+    if host == DUAL_STACK:  # as `open_listeners` will: IPv6 and IPv4 on one socket
+        try:
+            probe = dual_stack_socket(port)
+        except OSError as exc:
+            reason = (exc.strerror or str(exc)).lower()
+            raise StartupError(f"cannot listen on {endpoint(host, port)} ({variable}={port}):"
+                               f" {reason}") from None
+        if probe is not None:
+            probe.close()
+            return
+        host = IPV4_ANY  # no IPv6 here: `open_listeners` falls back to this
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                    flags=socket.AI_PASSIVE)

@@ -21,6 +21,7 @@ import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from wormhole_common.group_metrics import GroupCollector
 from wormhole_common.http import read_head
+from wormhole_common.listening import bound, open_listeners
 from wormhole_common.observability import MetricsEndpoint
 from wormhole_common.workers import Supervisor
 
@@ -48,7 +49,7 @@ class WorkerGroup:
         self.supervisor: Supervisor | None = None
 
     async def serve(self, stop: trio.Event) -> None:
-        listeners = await trio.open_tcp_listeners(self.settings.port, host=self.settings.host)
+        listeners = await open_listeners(self.settings.port, self.settings.host)
         private = [(await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
                    for _ in range(self.settings.workers)]
         self.metrics_ports = [listener.socket.getsockname()[1] for listener in private]
@@ -63,14 +64,13 @@ class WorkerGroup:
             shutdown_seconds=self.settings.shutdown_grace_seconds + KILL_MARGIN_SECONDS,
             on_restart=lambda _: self.restarts.inc(),
         )
-        port = listeners[0].socket.getsockname()[1]
-        log.info("mailbox listening on %s:%s (/v1) with %d workers",
-                 self.settings.host, port, self.settings.workers)
+        log.info("mailbox listening on %s (/v1) with %d workers",
+                 bound(listeners), self.settings.workers)
         async with trio.open_nursery() as nursery:
             if self.settings.metrics_port:
-                endpoint = MetricsEndpoint(self.registry, ready=self._ready, refresh=self._scrape)
+                metrics = MetricsEndpoint(self.registry, ready=self._ready, refresh=self._scrape)
                 await nursery.start(
-                    endpoint.serve, self.settings.metrics_host, self.settings.metrics_port)
+                    metrics.serve, self.settings.metrics_host, self.settings.metrics_port)
             nursery.start_soon(self._close_on_stop, stop, [*listeners, *private])
             await self.supervisor.run(stop)
             nursery.cancel_scope.cancel()

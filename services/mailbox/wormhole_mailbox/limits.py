@@ -4,19 +4,18 @@ The shell asks before it acts and reports what happened; every time-dependent ca
 A refusal is a `Refusal`: a metric label from `REFUSAL_REASONS` and the exact text the client
 gets (a protocol `error` for an op; the HTTP body or close reason for a connection).
 
-Addresses are keyed by `address_key`: an IPv4 address, or the /64 an IPv6 address is in (one
-subscriber gets at least a /64, so a per-address limit on single IPv6 addresses limits nothing).
+Addresses are keyed by `address_key` (`wormhole_common.addresses`): an IPv4 address (also
+written IPv4-mapped), or the /64 an IPv6 address is in.
 Memory is bounded: at most `max_tracked` keys per kind of state, idle ones forgotten first.
 """
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import math
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
+from wormhole_common.addresses import address_key
 from wormhole_common.fdlimit import MEMORY_CEILING
 
 # A connection may cause this many `error` replies at once, then this many a second: honest
@@ -51,20 +50,6 @@ REFUSALS = {
         "nameplates_held",
         "too many nameplates held by your address; release some or try again later"),
 }
-
-
-@functools.lru_cache(maxsize=4096)
-def address_key(host: str) -> str:
-    """What per-address limits count by: the IPv4 address, or an IPv6 address's /64."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host  # not an address (a test's fake peer): counted as itself
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return f"{ipaddress.IPv6Address(int(ip) >> 64 << 64)}/64"
-    return str(ip)
 
 
 @dataclass(frozen=True)

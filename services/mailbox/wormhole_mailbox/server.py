@@ -17,6 +17,7 @@ import trio
 from wormhole_common.accepting import serve_listeners
 from wormhole_common.database import Database
 from wormhole_common.fdlimit import ADDRESSES_SERVED, connection_limits, raise_open_file_limit
+from wormhole_common.listening import bound, open_listeners
 from wormhole_common.observability import MetricsEndpoint
 
 from wormhole_mailbox.batcher import Batcher
@@ -115,14 +116,14 @@ class MailboxServer:
     ) -> None:
         """Accept connections into `handlers` until the returned scope is cancelled."""
         if listeners is None:
-            listeners = await trio.open_tcp_listeners(self.settings.port, host=self.settings.host)
+            listeners = await open_listeners(self.settings.port, self.settings.host)
         self.port = listeners[0].socket.getsockname()[1]
         handle = partial(serve_socket, handle=self.handler, metrics=self.metrics,
                          connections=self.limits.connections,
                          trusted_proxies=self.settings.trusted_proxies)
         try:
             with trio.CancelScope() as accepting:
-                log.info("mailbox listening on %s:%s (/v1)", self.settings.host, self.port)
+                log.info("mailbox listening on %s (/v1)", bound(listeners))
                 task_status.started(accepting)
                 await serve_listeners(handle, listeners, handlers)
         finally:

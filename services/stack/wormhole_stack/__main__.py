@@ -63,8 +63,9 @@ def public_host(stack: StackSettings, mailbox: MailboxSettings) -> str:
 
 
 def local(host: str) -> str:
-    """Where to check that a service listens."""
-    return "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    """Where to check that a service listens (`::` takes IPv4 too, and is 0.0.0.0 where the
+    machine has no IPv6)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
 def client_commands(host: str, mailbox: MailboxSettings, transit: TransitSettings) -> str:

@@ -15,6 +15,7 @@ from collections import Counter
 
 import trio
 from wormhole_common.accepting import Handler, serve_listeners
+from wormhole_common.addresses import address_key
 
 from wormhole_transit.stats import TransitStats
 
@@ -45,9 +46,11 @@ class Admission:
         self.stats.refused["accept_failed"] += 1
 
     def admit(self, stream: trio.SocketStream) -> str | None:
-        """The client's address if within the limits; otherwise None, after a FIN."""
+        """The client's address as the per-address limit counts it (`address_key`: an
+        IPv4-mapped address as IPv4, IPv6 by its /64) if within the limits; otherwise None,
+        after a FIN."""
         try:
-            ip = sys.intern(str(stream.socket.getpeername()[0]))
+            ip = sys.intern(address_key(str(stream.socket.getpeername()[0])))
         except OSError:
             return None  # gone already; the accept loop closes the stream
         reason = self._refusal(ip)

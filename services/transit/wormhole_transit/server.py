@@ -12,6 +12,7 @@ import time
 
 import trio
 from wormhole_common.accepting import Handler
+from wormhole_common.listening import bound, open_listeners
 from wormhole_common.observability import MetricsEndpoint
 
 from wormhole_transit.admission import Admission
@@ -74,13 +75,12 @@ class TransitServer:
         task_status: trio.TaskStatus[TransitServer] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         s = self.settings
-        listeners = await trio.open_tcp_listeners(s.port, host=s.host, backlog=BACKLOG)
+        listeners = await open_listeners(s.port, s.host, backlog=BACKLOG)
         self.port = listeners[0].socket.getsockname()[1]
         ws_listeners: list[trio.SocketListener] = []
         try:
             if s.websocket_port is not None:
-                ws_listeners = await trio.open_tcp_listeners(
-                    s.websocket_port, host=s.host, backlog=BACKLOG)
+                ws_listeners = await open_listeners(s.websocket_port, s.host, backlog=BACKLOG)
                 self.websocket_port = ws_listeners[0].socket.getsockname()[1]
             await self._run(stop, listeners, ws_listeners, task_status)
         finally:
@@ -107,8 +107,10 @@ class TransitServer:
                     for handler, lane in lanes:
                         if lane:
                             await acceptors.start(self.admission.serve, handler, lane, handlers)
-                    ws = f", {s.host}:{self.websocket_port} (WebSocket)" if ws_listeners else ""
-                    log.info("transit relay listening on %s:%s (TCP)%s", s.host, self.port, ws)
+                    log.info("transit relay listening on %s", ", ".join(
+                        f"{bound(lane)} ({kind})"
+                        for kind, lane in (("TCP", listeners), ("WebSocket", ws_listeners))
+                        if lane))
                     task_status.started(self)
                     await stop.wait()
                     self.port = None  # not ready any more

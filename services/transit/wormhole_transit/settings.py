@@ -28,8 +28,8 @@ class TransitSettings(ServiceSettings):
     lonely_timeout_seconds: float = Field(
         default=30 * 60, gt=0, description="close a connection whose partner never comes")
     max_connections: int = Field(default=20_000, ge=1, description="connections at once")
-    max_connections_per_ip: int = Field(default=500, ge=1,
-                                        description="connections at once from one address")
+    max_connections_per_ip: int = Field(
+        default=500, ge=1, description="connections at once from one address (an IPv6 /64)")
     shutdown_grace_seconds: float = Field(
         default=10, ge=0, description="on SIGTERM, how long relaying pairs may finish")
     metrics_port: Port = Field(default=9411, description="port of /metrics, /healthz, /readyz"
