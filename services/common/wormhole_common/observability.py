@@ -85,15 +85,16 @@ class MetricsEndpoint:
     ) -> None:
         """Serve until cancelled; `task_status.started(port)` once listening."""
         listeners = await trio.open_tcp_listeners(port, host=host)
+        log.info("metrics on %s:%s (/metrics)", host, listeners[0].socket.getsockname()[1])
         await self.serve_listeners(listeners, task_status=task_status)
 
     async def serve_listeners(
         self, listeners: list[trio.SocketListener], *,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve on sockets already bound (a worker's inherited private port)."""
+        """Serve on sockets already bound (a worker's inherited private port, which only its
+        supervisor reads: not logged as an endpoint)."""
         self.port = int(listeners[0].socket.getsockname()[1])
-        log.info("metrics on port %s (/metrics)", self.port)
         async with trio.open_nursery() as nursery:
             await nursery.start(trio.serve_listeners, self._handle, listeners)
             task_status.started(self.port)
