@@ -15,7 +15,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from wormhole_stack.postgres import bin_dir, initdb, make_reachable, run_as, server_user
+from wormhole_stack.account import make_reachable, run_as, server_user
+from wormhole_stack.postgres import bin_dir, initdb
 
 # A role that must give a password over TCP (every other role is trusted): tests of a refused
 # login create it with a password and then try a wrong one.

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
 from pydantic_core import PydanticUndefined
@@ -51,14 +51,16 @@ def default_text(cls: type[EnvSettings], field: str) -> str:
     return str(default)
 
 
-def variables_help(cls: type[EnvSettings]) -> str:
-    """One entry per environment variable: name, default, meaning."""
+def variables_help(cls: type[EnvSettings], defaults: Mapping[str, str] | None = None) -> str:
+    """One entry per environment variable: name, default, meaning; `defaults` replaces the
+    shown default of a variable (by name) where the caller supplies another one."""
     lines = []
     for field, info in cls.model_fields.items():
         name = cls.env_name(field)
+        default = (defaults or {}).get(name) or default_text(cls, field)
         if field in cls.secret_fields:
             name += f" (or {name}_FILE)"
-        lines.append(f"  {name}  [default: {default_text(cls, field)}]")
+        lines.append(f"  {name}  [default: {default}]")
         lines.extend(textwrap.wrap(info.description or "", 88, initial_indent=" " * 6,
                                    subsequent_indent=" " * 6))
     return "\n".join(lines)
@@ -76,13 +78,17 @@ def parser(prog: str, summary: str, epilog: str) -> argparse.ArgumentParser:
 
 def parse_command_line(
     prog: str, summary: str, classes: Sequence[type[EnvSettings]],
-    argv: Sequence[str] | None = None, extra: str = "",
+    argv: Sequence[str] | None = None, *, extra: str = "",
+    defaults: Mapping[str, str] | None = None, preface: str = "",
 ) -> None:
-    """Handle `--help` and `--version` (both exit 0); the scripts take no other argument."""
+    """Handle `--help` and `--version` (both exit 0); the scripts take no other argument.
+
+    `preface` (preformatted) comes before the variables in the help."""
     epilog = "\n\n".join(
-        [textwrap.fill(f"Environment variables (all optional unless marked required){extra}:",
-                       88)]
-        + [variables_help(cls) for cls in classes]
+        ([preface] if preface else [])
+        + [textwrap.fill(f"Environment variables (all optional unless marked required){extra}:",
+                         88)]
+        + [variables_help(cls, defaults) for cls in classes]
     )
     parser(prog, summary, epilog).parse_args(argv)
 

@@ -26,6 +26,8 @@ import psycopg
 import trio
 from psycopg.conninfo import make_conninfo
 
+from wormhole_common.startup import failure_reason
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -198,7 +200,7 @@ class Database:
                 trio.lowlevel.start_thread_soon(running.cancel, lambda _outcome: None)
                 raise
             except psycopg.OperationalError as exc:
-                raise DatabaseUnavailable(str(exc).strip() or type(exc).__name__) from exc
+                raise DatabaseUnavailable(failure_reason(exc)) from exc
         assert scope.cancelled_caught
         raise DatabaseUnavailable(f"the database did not answer within {limit:g} s")
 
@@ -250,7 +252,7 @@ class Listener:
         try:
             self._conn = await trio.to_thread.run_sync(self._connect)
         except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(str(exc).strip()) from exc
+            raise DatabaseUnavailable(failure_reason(exc)) from exc
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -267,7 +269,7 @@ class Listener:
             try:
                 batch = list(conn.notifies(timeout=0))
             except psycopg.OperationalError as exc:
-                raise DatabaseUnavailable(str(exc).strip()) from exc
+                raise DatabaseUnavailable(failure_reason(exc)) from exc
             if conn.closed or conn.broken:
                 raise DatabaseUnavailable("listening connection lost")
             if batch:

@@ -21,7 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from wormhole_common.accepting import close_now
 from wormhole_common.http import answer, read_head, refusal, response, split_head
-from wormhole_common.listening import open_listeners
+from wormhole_common.listening import bound, open_listeners
 from wormhole_common.websocket import HandshakeError
 
 log = logging.getLogger(__name__)
@@ -88,15 +88,16 @@ class MetricsEndpoint:
     ) -> None:
         """Serve until cancelled; `task_status.started(port)` once listening."""
         listeners = await open_listeners(port, host)
+        log.info("metrics on %s (/metrics)", bound(listeners))
         await self.serve_listeners(listeners, task_status=task_status)
 
     async def serve_listeners(
         self, listeners: list[trio.SocketListener], *,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve on sockets already bound (a worker's inherited private port)."""
+        """Serve on sockets already bound (a worker's inherited private port, which only its
+        supervisor reads: not logged as an endpoint)."""
         self.port = int(listeners[0].socket.getsockname()[1])
-        log.info("metrics on port %s (/metrics)", self.port)
         async with trio.open_nursery() as nursery:
             await nursery.start(trio.serve_listeners, self._handle, listeners)
             task_status.started(self.port)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
@@ -191,13 +191,15 @@ def load_settings(cls: type[S], environ: Mapping[str, str] | None = None) -> S:
         raise ConfigError("; ".join(describe_errors(cls, exc, env, overrides))) from None
 
 
-def unknown_variables(cls: type[EnvSettings], environ: Mapping[str, str]) -> list[str]:
-    """A warning per variable with the service's prefix that no setting knows."""
+def unknown_variables(cls: type[EnvSettings], environ: Mapping[str, str],
+                      others: Collection[str] = ()) -> list[str]:
+    """A warning per variable with the service's prefix that no setting knows (`others`:
+    names with that prefix known to belong to other programs, not warned about)."""
     prefix = str(cls.model_config.get("env_prefix", "")).upper()
     known = cls.known_variables()
     warnings = []
     for name in sorted(environ):
-        if not name.upper().startswith(prefix) or name.upper() in known:
+        if not name.upper().startswith(prefix) or name.upper() in known or name in others:
             continue
         close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.8)
         hint = f" (did you mean {close[0]}?)" if close else ""

@@ -51,8 +51,7 @@ class MailboxSettings(ServiceSettings):
     workers: int = Field(
         default_factory=available_cpus, ge=1, le=256,
         json_schema_extra={"shown_default": "CPUs available"},
-        description="worker processes sharing the port (default: the CPUs available; 1: one"
-                    " process)")
+        description="worker processes sharing the port (1: one process)")
 
     # -- limits and quotas (issue 10): per process; the address is the trusted proxy's --------
     max_connections: Annotated[int | None, EmptyIsUnset] = Field(

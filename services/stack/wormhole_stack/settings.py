@@ -16,10 +16,12 @@ class StackSettings(EnvSettings):
     data_dir: Path = Field(default=Path("wormhole-data"), description="where the embedded"
                            " PostgreSQL keeps its data (and its Unix socket and log)")
     postgres_user: str = Field(default="nobody", description="as root: the unprivileged user"
-                               " that owns and runs the embedded PostgreSQL")
+                               " that owns and runs the embedded PostgreSQL and runs the"
+                               " services")
     public_host: Annotated[str | None, EmptyIsUnset] = Field(
-        default=None, description="host name clients use, in the printed wormhole commands"
-        " (unset: MAILBOX_HOST, or this machine's name when that is 0.0.0.0)")
+        default=None, description="host name or address clients use, in the printed wormhole"
+        " commands (unset: MAILBOX_HOST if it is one address, else the address of the"
+        " interface of the default route, else 127.0.0.1)")
     prometheus_port: int = Field(default=0, ge=0, le=65535, description="also run a local"
                                  " Prometheus (when installed) on 127.0.0.1:PORT scraping"
                                  " both services (0: none)")
