@@ -18,7 +18,19 @@ from wormhole_common.migrations import migrate
 from wormhole_mailbox import replay
 from wormhole_mailbox.batcher import Batcher, StoreFailed
 from wormhole_mailbox.errors import ErrorKind
-from wormhole_mailbox.ops import Add, Claim, Close, Message, Op, Open, Refused, Release, Result
+from wormhole_mailbox.ops import (
+    Add,
+    Claim,
+    Close,
+    Message,
+    Op,
+    Open,
+    Page,
+    Refused,
+    Release,
+    Result,
+)
+from wormhole_mailbox.paging import PageBounds
 from wormhole_mailbox.pipeline import OpFailed
 from wormhole_mailbox.pruning import (
     DEFAULT_BATCH_SIZE,
@@ -256,33 +268,36 @@ async def test_an_add_to_a_missing_mailbox_is_gone_not_full(database_url: str) -
 async def test_a_replay_reads_pages_on_demand_and_sees_later_messages(database_url: str) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with database(database_url) as db:
-            store = Store(blur_seconds=None, open_page_size=4)
+            bounds = PageBounds(messages=4)
+            store = Store(blur_seconds=None, pages=bounds)
             opened = await run_ops(db, store, [Open(APP, "side", "mb", 1.0)])
-            assert opened == [[]]
+            assert opened == [Page([])]
             await run_ops(db, store, [add(f"m{i:02d}") for i in range(10)])
             # open gives the first page only
             [first] = await run_ops(db, store, [Open(APP, "side", "mb", 1.0)])
-            assert isinstance(first, list)
-            messages = [m for m in first if isinstance(m, Message)]
-            assert [m.body for m in messages] == ["m00", "m01", "m02", "m03"]
+            assert isinstance(first, Page) and first.more
+            assert [m.body for m in first.messages] == ["m00", "m01", "m02", "m03"]
             pages: list[list[str]] = []
-            after = messages[-1].seq
-            async for page in replay.pages(db, APP, "mb", after=after, page_size=4):
+            after = first.messages[-1].seq
+            async for page in replay.pages(db, APP, "mb", after=after, bounds=bounds):
                 pages.append([m.body for m in page])
                 if len(pages) == 1:  # stored while the replay is under way: still replayed
                     await run_ops(db, store, [add("late")])
             assert pages == [["m04", "m05", "m06", "m07"], ["m08", "m09", "late"]]
 
 
-async def test_a_replay_of_an_exact_multiple_ends_with_an_empty_page(database_url: str) -> None:
+async def test_a_replay_of_an_exact_multiple_ends_without_an_empty_page(
+    database_url: str,
+) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with database(database_url) as db:
             store = Store(blur_seconds=None)
             await run_ops(db, store, [Open(APP, "side", "mb", 1.0)])
             await run_ops(db, store, [add(f"m{i}") for i in range(4)])
-            sizes = [len(page) async for page in replay.pages(db, APP, "mb", page_size=2)]
-            assert sizes == [2, 2, 0]
-            other = [page async for page in replay.pages(db, "other-app", "mb", page_size=2)]
+            two = PageBounds(messages=2)
+            sizes = [len(page) async for page in replay.pages(db, APP, "mb", bounds=two)]
+            assert sizes == [2, 2]
+            other = [page async for page in replay.pages(db, "other-app", "mb", bounds=two)]
             assert other == [[]]
 
 
@@ -378,6 +393,8 @@ def _shape(result: Result | OpFailed) -> object:
         return "a mailbox id" if len(result) == 13 else result
     if isinstance(result, list):
         return [_shape(item) for item in result]
+    if isinstance(result, Page):
+        return ("page", [_shape(m) for m in result.messages], result.more)
     return result
 
 

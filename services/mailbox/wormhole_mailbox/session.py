@@ -41,8 +41,8 @@ from wormhole_mailbox.ops import (
     Claim,
     Close,
     ListNameplates,
-    Message,
     Open,
+    Page,
     Refused,
     Release,
     Result,
@@ -71,7 +71,6 @@ class SessionConfig:
     signal_error: str | None = None
     hashcash_bits: int | None = None  # None: no permission step
     allow_list: bool = True  # False: `list` answers an empty list without asking the store
-    replay_page_size: int | None = None  # the store's `open` returns at most this many
 
 
 def welcome_frame(config: SessionConfig, resource: str | None, address: PeerAddress) -> Frame:
@@ -298,13 +297,11 @@ class Session:
             return [Send({"type": "released"})]
         if isinstance(op, Open):
             self.mailbox = op.mailbox
-            assert isinstance(result, list)
-            messages = [m for m in result if isinstance(m, Message)]
+            assert isinstance(result, Page)
+            messages = result.messages
             seqs = tuple(m.seq for m in messages)
-            page = self.config.replay_page_size
-            boundary: Action = (ReplayRest(messages[-1].seq, seqs)
-                                if page is not None and len(messages) >= page
-                                else Replayed(seqs))
+            boundary: Action = (ReplayRest(messages[-1].seq if messages else 0, seqs)
+                                if result.more else Replayed(seqs))
             return [*(Send(m.frame()) for m in messages), boundary]
         if isinstance(op, Close):
             self.did_close = True
