@@ -30,7 +30,7 @@ from wormhole_mailbox.ops import (
     Release,
     Result,
 )
-from wormhole_mailbox.paging import PageBounds
+from wormhole_mailbox.paging import PageBounds, page_length
 from wormhole_mailbox.pipeline import OpFailed
 from wormhole_mailbox.pruning import (
     DEFAULT_BATCH_SIZE,
@@ -299,6 +299,66 @@ async def test_a_replay_of_an_exact_multiple_ends_without_an_empty_page(
             assert sizes == [2, 2]
             other = [page async for page in replay.pages(db, "other-app", "mb", bounds=two)]
             assert other == [[]]
+
+
+# A message's cost in `mb_page`: the octets of its body, side ("side"), phase ("phase") and id
+# ("id", as JSON text); bodies of "é" take two octets a character.
+OVERHEAD = len("side") + len("phase") + len('"id"')
+
+
+@pytest.mark.parametrize(("bodies", "octets", "messages"), [
+    (["a" * 400, "a" * 400, "a" * 400, "a" * 2000, "a" * 10, "a" * 10], 1000, 100),
+    (["é" * 300] * 3, 1300, 100),
+    ([""] * 7, 1000, 3),
+    (["a" * 5000, "a"], 1000, 100),
+])
+async def test_pages_in_the_database_follow_the_rule(
+    database_url: str, bodies: list[str], octets: int, messages: int,
+) -> None:
+    """`mb_page` makes the pages that `paging.page_length` says, for explicit sizes: a
+    replay's (at least one message) and an open's first (none if its first is bigger)."""
+    costs = [len(body.encode()) + OVERHEAD for body in bodies]
+    expected, start = [], 0
+    while start < len(costs):
+        n = page_length(costs[start:], octets=octets, messages=messages, at_least_one=True)
+        expected.append(n)
+        start += n
+    first = page_length(costs, octets=octets, messages=messages, at_least_one=False)
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            bounds = PageBounds(octets=octets, messages=messages)
+            store = Store(blur_seconds=None, pages=bounds)
+            await run_ops(db, store, [Open(APP, "side", "mb", 1.0)])
+            await run_ops(db, store, [add(body) for body in bodies])
+            sizes = [len(page) async for page in replay.pages(db, APP, "mb", bounds=bounds)]
+            assert sizes == expected
+            [opened] = await run_ops(db, store, [Open(APP, "side", "mb", 2.0)])
+            assert isinstance(opened, Page)
+            assert [m.body for m in opened.messages] == bodies[:first]
+            assert opened.more == (first < len(bodies))
+
+
+async def test_the_opens_of_one_batch_share_what_its_answer_may_hold(database_url: str) -> None:
+    """Three opens in a batch bounded to 1500 octets get 500 each, whichever way the batch
+    goes (one statement, or op by op after a poisoned op); what does not fit is left for
+    their replays. Alone, an open gets a whole page."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None, pages=PageBounds(octets=1000, batch_octets=1500))
+            opens = [Open(APP, "side", mailbox, 1.0) for mailbox in ("a", "b", "c")]
+            await run_ops(db, store, opens)
+            await run_ops(db, store, [
+                add("a" * (300 - OVERHEAD), mailbox="a"), add("a" * (300 - OVERHEAD), mailbox="a"),
+                add("b" * (600 - OVERHEAD), mailbox="b"), add("c" * (100 - OVERHEAD), mailbox="c")])
+            clean = await run_ops(db, store, opens)
+            shapes = [(len(p.messages), p.more) for p in clean if isinstance(p, Page)]
+            assert shapes == [(1, True), (0, True), (1, False)]
+            rounds = store.round_trips
+            poisoned = await run_ops(db, store, [*opens, POISON["NUL in body"]])
+            assert store.round_trips > rounds + 1  # op by op
+            assert poisoned[:3] == clean
+            [alone] = await run_ops(db, store, opens[:1])
+            assert isinstance(alone, Page) and (len(alone.messages), alone.more) == (2, False)
 
 
 async def test_an_outage_logs_one_line_not_one_per_op(

@@ -299,6 +299,33 @@ async def test_a_client_that_stops_reading_a_replay_is_dropped_as_too_slow(
         assert not h.hub.is_subscribed(("app", "mb"))
 
 
+async def test_a_client_reading_a_replay_steadily_is_not_dropped_however_long_it_takes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The stall limit (3 s) is time in which the client takes nothing, not the time a page
+    (20 frames of 8 kB: 5 s at this client's pace) or the whole replay takes to read."""
+    async with harness() as h:  # virtual seconds
+        h.store.page_size = 20
+        body = "b" * 8000
+        h.store.stored = [Message(seq, "s2", str(seq), body, 1.0, None) for seq in range(1, 31)]
+        ws = await h.connect(lockstep=True)
+        assert (await recv(ws))["type"] == "welcome"
+        await send(ws, type="bind", appid="app", side="s1", id=1)
+        assert await recv(ws) == {"type": "ack", "id": 1}
+        await send(ws, type="open", mailbox="mb", id=2)
+        assert await recv(ws) == {"type": "ack", "id": 2}
+        started = trio.current_time()
+        phases = []
+        for _ in range(30):
+            await trio.sleep(0.25)  # a frame at a time (its library reads 4 KiB at a time)
+            phases.append((await recv(ws))["phase"])
+        assert phases == [str(seq) for seq in range(1, 31)]
+        assert trio.current_time() - started >= 7.5
+        assert h.counted("connections_dropped_total", reason="too_slow") == 0
+        await send(ws, type="ping", ping=1, id=3)  # and the connection still works
+        assert await recv(ws) == {"type": "ack", "id": 3}
+
+
 async def test_a_client_that_sends_big_pings_and_reads_nothing_is_dropped_after_a_few(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

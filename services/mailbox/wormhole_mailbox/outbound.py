@@ -156,16 +156,26 @@ class Outbound:
             self.nursery.start_soon(self._write)
 
     def _write_now(self) -> bool:
-        """Write the queue as far as the socket takes it without waiting: True if all of it
-        went out; otherwise the WebSocket keeps the rest for the writer task's `flush`."""
-        items = self._items
-        if any(isinstance(item, trio.Event) for item in items):
+        """Write the queue as far as the socket takes it without waiting, `WRITE_BYTES` at a
+        time: True if all of it went out; otherwise the WebSocket keeps the rest of that
+        write for the writer task's `flush`, and the queue the frames after it."""
+        if any(isinstance(item, trio.Event) for item in self._items):
             return False  # a replay's markers: the writer sets them in order
+        texts = [item for item in self._items if isinstance(item, str)]  # all of them
         now = time.time()
-        data = encode_texts([stamp(item, now) for item in items if isinstance(item, str)])
-        items.clear()
-        self.queued_bytes = 0
-        return self.ws.try_send(data)
+        start = 0
+        while start < len(texts):
+            end, size = start, 0
+            while end < len(texts) and size < WRITE_BYTES:
+                size += len(texts[end])
+                end += 1
+            self.queued_bytes -= size
+            if not self.ws.try_send(encode_texts([stamp(t, now) for t in texts[start:end]])):
+                del self._items[:end]
+                return False
+            start = end
+        self._items.clear()
+        return True
 
     async def _write(self) -> None:
         """Stamp each batch with `server_tx` and send it in writes of about `WRITE_BYTES`,
