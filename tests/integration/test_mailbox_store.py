@@ -26,10 +26,12 @@ from wormhole_mailbox.ops import (
     Message,
     Op,
     Open,
+    Page,
     Refused,
     Release,
     Result,
 )
+from wormhole_mailbox.paging import PageBounds, page_length
 from wormhole_mailbox.pipeline import OpFailed
 from wormhole_mailbox.pruning import (
     DEFAULT_BATCH_SIZE,
@@ -338,34 +340,97 @@ async def test_an_add_to_a_missing_mailbox_is_gone_not_full(database_url: str) -
 async def test_a_replay_reads_pages_on_demand_and_sees_later_messages(database_url: str) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with database(database_url) as db:
-            store = Store(blur_seconds=None, open_page_size=4)
+            bounds = PageBounds(messages=4)
+            store = Store(blur_seconds=None, pages=bounds)
             opened = await run_ops(db, store, [Open(APP, "side", "mb", 1.0)])
-            assert opened == [[]]
+            assert opened == [Page([])]
             await run_ops(db, store, [add(f"m{i:02d}") for i in range(10)])
             # open gives the first page only
             [first] = await run_ops(db, store, [Open(APP, "side", "mb", 1.0)])
-            assert isinstance(first, list)
-            messages = [m for m in first if isinstance(m, Message)]
-            assert [m.body for m in messages] == ["m00", "m01", "m02", "m03"]
+            assert isinstance(first, Page) and first.more
+            assert [m.body for m in first.messages] == ["m00", "m01", "m02", "m03"]
             pages: list[list[str]] = []
-            after = messages[-1].seq
-            async for page in replay.pages(db, APP, "mb", after=after, page_size=4):
+            after = first.messages[-1].seq
+            async for page in replay.pages(db, APP, "mb", after=after, bounds=bounds):
                 pages.append([m.body for m in page])
                 if len(pages) == 1:  # stored while the replay is under way: still replayed
                     await run_ops(db, store, [add("late")])
             assert pages == [["m04", "m05", "m06", "m07"], ["m08", "m09", "late"]]
 
 
-async def test_a_replay_of_an_exact_multiple_ends_with_an_empty_page(database_url: str) -> None:
+async def test_a_replay_of_an_exact_multiple_ends_without_an_empty_page(
+    database_url: str,
+) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with database(database_url) as db:
             store = Store(blur_seconds=None)
             await run_ops(db, store, [Open(APP, "side", "mb", 1.0)])
             await run_ops(db, store, [add(f"m{i}") for i in range(4)])
-            sizes = [len(page) async for page in replay.pages(db, APP, "mb", page_size=2)]
-            assert sizes == [2, 2, 0]
-            other = [page async for page in replay.pages(db, "other-app", "mb", page_size=2)]
+            two = PageBounds(messages=2)
+            sizes = [len(page) async for page in replay.pages(db, APP, "mb", bounds=two)]
+            assert sizes == [2, 2]
+            other = [page async for page in replay.pages(db, "other-app", "mb", bounds=two)]
             assert other == [[]]
+
+
+# A message's cost in `mb_page`: the octets of its body, side ("side"), phase ("phase") and id
+# ("id", as JSON text); bodies of "é" take two octets a character.
+OVERHEAD = len("side") + len("phase") + len('"id"')
+
+
+@pytest.mark.parametrize(("bodies", "octets", "messages"), [
+    (["a" * 400, "a" * 400, "a" * 400, "a" * 2000, "a" * 10, "a" * 10], 1000, 100),
+    (["é" * 300] * 3, 1300, 100),
+    ([""] * 7, 1000, 3),
+    (["a" * 5000, "a"], 1000, 100),
+])
+async def test_pages_in_the_database_follow_the_rule(
+    database_url: str, bodies: list[str], octets: int, messages: int,
+) -> None:
+    """`mb_page` makes the pages that `paging.page_length` says, for explicit sizes: a
+    replay's (at least one message) and an open's first (none if its first is bigger)."""
+    costs = [len(body.encode()) + OVERHEAD for body in bodies]
+    expected, start = [], 0
+    while start < len(costs):
+        n = page_length(costs[start:], octets=octets, messages=messages, at_least_one=True)
+        expected.append(n)
+        start += n
+    first = page_length(costs, octets=octets, messages=messages, at_least_one=False)
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            bounds = PageBounds(octets=octets, messages=messages)
+            store = Store(blur_seconds=None, pages=bounds)
+            await run_ops(db, store, [Open(APP, "side", "mb", 1.0)])
+            await run_ops(db, store, [add(body) for body in bodies])
+            sizes = [len(page) async for page in replay.pages(db, APP, "mb", bounds=bounds)]
+            assert sizes == expected
+            [opened] = await run_ops(db, store, [Open(APP, "side", "mb", 2.0)])
+            assert isinstance(opened, Page)
+            assert [m.body for m in opened.messages] == bodies[:first]
+            assert opened.more == (first < len(bodies))
+
+
+async def test_the_opens_of_one_batch_share_what_its_answer_may_hold(database_url: str) -> None:
+    """Three opens in a batch bounded to 1500 octets get 500 each, whichever way the batch
+    goes (one statement, or op by op after a poisoned op); what does not fit is left for
+    their replays. Alone, an open gets a whole page."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None, pages=PageBounds(octets=1000, batch_octets=1500))
+            opens = [Open(APP, "side", mailbox, 1.0) for mailbox in ("a", "b", "c")]
+            await run_ops(db, store, opens)
+            await run_ops(db, store, [
+                add("a" * (300 - OVERHEAD), mailbox="a"), add("a" * (300 - OVERHEAD), mailbox="a"),
+                add("b" * (600 - OVERHEAD), mailbox="b"), add("c" * (100 - OVERHEAD), mailbox="c")])
+            clean = await run_ops(db, store, opens)
+            shapes = [(len(p.messages), p.more) for p in clean if isinstance(p, Page)]
+            assert shapes == [(1, True), (0, True), (1, False)]
+            rounds = store.round_trips
+            poisoned = await run_ops(db, store, [*opens, POISON["NUL in body"]])
+            assert store.round_trips > rounds + 1  # op by op
+            assert poisoned[:3] == clean
+            [alone] = await run_ops(db, store, opens[:1])
+            assert isinstance(alone, Page) and (len(alone.messages), alone.more) == (2, False)
 
 
 async def test_an_outage_logs_one_line_not_one_per_op(
@@ -460,6 +525,8 @@ def _shape(result: Result | OpFailed) -> object:
         return "a mailbox id" if len(result) == 13 else result
     if isinstance(result, list):
         return [_shape(item) for item in result]
+    if isinstance(result, Page):
+        return ("page", [_shape(m) for m in result.messages], result.more)
     return result
 
 

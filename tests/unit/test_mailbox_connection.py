@@ -22,7 +22,7 @@ from wormhole_mailbox.connection import ConnectionHandler, Services
 from wormhole_mailbox.front import serve_stream
 from wormhole_mailbox.hub import Hub
 from wormhole_mailbox.metrics import MailboxMetrics
-from wormhole_mailbox.ops import Add, Bind, Key, Message, Op, Open, Result
+from wormhole_mailbox.ops import Add, Bind, Key, Message, Op, Open, Page, Result
 from wormhole_mailbox.session import SessionConfig
 
 PEER = PeerAddress("192.0.2.1", 4444)
@@ -47,7 +47,8 @@ class FakeStore:
         if self.failing:
             raise StoreFailed("database down")
         if isinstance(op, Open):
-            return self.stored[:self.page_size]
+            size = len(self.stored) if self.page_size is None else self.page_size
+            return Page(self.stored[:size], more=len(self.stored) > size)
         if isinstance(op, Add):
             self.seq += 1
             message = Message(self.seq, op.side, op.phase, op.body, op.server_rx, op.msg_id)
@@ -74,7 +75,7 @@ class Harness:
         self.metrics = MailboxMetrics(CollectorRegistry())
         services = Services(hub=self.hub, submit=self.store.submit, metrics=self.metrics,
                             ping_interval=ping_interval, ping_timeout=ping_timeout,
-                            command_timeout=5, replay=self.store.pages, replay_stall=3)
+                            command_timeout=5, replay=self.store.pages, read_stall=3)
         self.handler = ConnectionHandler(services, config)
 
     async def connect(self, path: str = "/v1", *, lockstep: bool = False) -> WebSocketConnection:
@@ -263,7 +264,7 @@ async def test_other_paths_are_refused_404() -> None:
 
 
 async def test_a_long_replay_is_read_from_the_store_only_as_fast_as_the_client_reads() -> None:
-    async with harness(SessionConfig(replay_page_size=2)) as h:
+    async with harness() as h:
         h.store.page_size = 2
         h.store.stored = [Message(seq, "s2", str(seq), "b", 1.0, None) for seq in range(1, 8)]
         ws = await h.connect(lockstep=True)
@@ -286,7 +287,7 @@ async def test_a_long_replay_is_read_from_the_store_only_as_fast_as_the_client_r
 async def test_a_client_that_stops_reading_a_replay_is_dropped_as_too_slow(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with harness(SessionConfig(replay_page_size=2)) as h:  # virtual seconds
+    async with harness() as h:  # virtual seconds
         h.store.page_size = 2
         h.store.stored = [Message(seq, "s2", str(seq), "b", 1.0, None) for seq in range(1, 8)]
         ws = await h.connect(lockstep=True)
@@ -296,6 +297,33 @@ async def test_a_client_that_stops_reading_a_replay_is_dropped_as_too_slow(
         assert h.counted("connections_dropped_total", reason="too_slow") == 1
         assert h.store.pages_read <= 1  # the client's library took the first write whole
         assert not h.hub.is_subscribed(("app", "mb"))
+
+
+async def test_a_client_reading_a_replay_steadily_is_not_dropped_however_long_it_takes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The stall limit (3 s) is time in which the client takes nothing, not the time a page
+    (20 frames of 8 kB: 5 s at this client's pace) or the whole replay takes to read."""
+    async with harness() as h:  # virtual seconds
+        h.store.page_size = 20
+        body = "b" * 8000
+        h.store.stored = [Message(seq, "s2", str(seq), body, 1.0, None) for seq in range(1, 31)]
+        ws = await h.connect(lockstep=True)
+        assert (await recv(ws))["type"] == "welcome"
+        await send(ws, type="bind", appid="app", side="s1", id=1)
+        assert await recv(ws) == {"type": "ack", "id": 1}
+        await send(ws, type="open", mailbox="mb", id=2)
+        assert await recv(ws) == {"type": "ack", "id": 2}
+        started = trio.current_time()
+        phases = []
+        for _ in range(30):
+            await trio.sleep(0.25)  # a frame at a time (its library reads 4 KiB at a time)
+            phases.append((await recv(ws))["phase"])
+        assert phases == [str(seq) for seq in range(1, 31)]
+        assert trio.current_time() - started >= 7.5
+        assert h.counted("connections_dropped_total", reason="too_slow") == 0
+        await send(ws, type="ping", ping=1, id=3)  # and the connection still works
+        assert await recv(ws) == {"type": "ack", "id": 3}
 
 
 async def test_a_client_that_sends_big_pings_and_reads_nothing_is_dropped_after_a_few(

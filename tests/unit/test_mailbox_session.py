@@ -21,6 +21,7 @@ from wormhole_mailbox.ops import (
     ListNameplates,
     Message,
     Open,
+    Page,
     Refused,
     Release,
 )
@@ -114,7 +115,7 @@ def run(session: Session, result: Any, now: float = NOW, **msg: Any) -> list[dic
 
 def opened(mailbox: str = "mb1") -> Session:
     session = bound()
-    run(session, [], type="open", mailbox=mailbox)
+    run(session, Page([]), type="open", mailbox=mailbox)
     return session
 
 
@@ -418,7 +419,7 @@ def test_open_replays_messages() -> None:
     step = send(session, type="open", mailbox="mb")
     assert step.op == Open("app1", "side1", "mb", NOW)
     stored = [Message(1, "s1", "pake", "aa", 1.5, "0001"), Message(2, "s2", "pake", "bb", 2.5, 9)]
-    assert complete(session, step, stored) == [
+    assert complete(session, step, Page(stored)) == [
         {"type": "message", "side": "s1", "phase": "pake", "body": "aa", "server_rx": 1.5,
          "id": "0001"},
         {"type": "message", "side": "s2", "phase": "pake", "body": "bb", "server_rx": 2.5,
@@ -429,7 +430,7 @@ def test_open_replays_messages() -> None:
 def test_open_errors_in_order() -> None:
     session = bound()
     assert the_error(send(session, type="open")) == "open requires 'mailbox'"
-    run(session, [], type="open", mailbox="mb")
+    run(session, Page([]), type="open", mailbox="mb")
     assert the_error(send(session, type="open")) == "only one open per connection"
     assert the_error(send(session, type="open", mailbox="mb")) == "only one open per connection"
 

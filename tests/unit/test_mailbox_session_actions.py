@@ -32,6 +32,7 @@ from wormhole_mailbox.ops import (
     ListNameplates,
     Message,
     Open,
+    Page,
     Refused,
 )
 from wormhole_mailbox.session import (
@@ -65,7 +66,8 @@ def bound(config: SessionConfig | None = None) -> Session:
 
 def opened(messages: list[Message] | None = None) -> Session:
     session = bound()
-    session.complete(last_perform(send(session, type="open", mailbox="mb")), messages or [])
+    session.complete(last_perform(send(session, type="open", mailbox="mb")),
+                     Page(messages or []))
     return session
 
 
@@ -111,15 +113,15 @@ def test_open_replays_then_marks_the_boundary() -> None:
     session = bound()
     perform = last_perform(send(session, type="open", mailbox="mb"))
     stored = [Message(4, "s2", "pake", "b1", 1.0, None), Message(9, "s1", "pake", "b2", 2.0, 1)]
-    actions = session.complete(perform, stored)
+    actions = session.complete(perform, Page(stored))
     assert actions == [Send(stored[0].frame()), Send(stored[1].frame()), Replayed((4, 9))]
     assert session.mailbox == "mb"
 
 
 def test_an_empty_replay_still_marks_the_boundary() -> None:
     session = bound()
-    assert session.complete(last_perform(send(session, type="open", mailbox="mb")), []) == [
-        Replayed(())]
+    assert session.complete(last_perform(send(session, type="open", mailbox="mb")),
+                            Page([])) == [Replayed(())]
 
 
 def test_refused_open_unsubscribes_and_counts_the_kind() -> None:
@@ -317,16 +319,20 @@ def test_opening_mailboxes_past_the_rate_is_refused_without_a_subscription() -> 
     assert second.mailbox is None
 
 
-def test_an_open_whose_first_page_is_full_asks_for_the_rest() -> None:
-    session = Session(SessionConfig(replay_page_size=2))
-    session.complete(last_perform(send(session, type="bind", appid="app", side="s1")), None)
+def test_an_open_whose_first_page_has_more_after_it_asks_for_the_rest() -> None:
+    messages = [Message(seq, "s2", "p", "b", 1.0, None) for seq in (4, 9)]
+    session = bound()
     perform = last_perform(send(session, type="open", mailbox="mb"))
-    page = [Message(seq, "s2", "p", "b", 1.0, None) for seq in (4, 9)]
-    assert session.complete(perform, page)[-1] == ReplayRest(9, (4, 9))
-    short = Session(SessionConfig(replay_page_size=2))
-    short.complete(last_perform(send(short, type="bind", appid="app", side="s1")), None)
-    perform = last_perform(send(short, type="open", mailbox="mb"))
-    assert short.complete(perform, page[:1])[-1] == Replayed((4,))
+    assert session.complete(perform, Page(messages, more=True))[-1] == ReplayRest(9, (4, 9))
+    last = bound()
+    perform = last_perform(send(last, type="open", mailbox="mb"))
+    assert last.complete(perform, Page(messages))[-1] == Replayed((4, 9))
+
+
+def test_an_open_whose_share_of_its_batch_held_no_message_replays_from_the_start() -> None:
+    session = bound()
+    perform = last_perform(send(session, type="open", mailbox="mb"))
+    assert session.complete(perform, Page([], more=True)) == [ReplayRest(0, ())]
 
 
 def test_a_client_that_keeps_causing_errors_is_paced() -> None:

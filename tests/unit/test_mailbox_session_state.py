@@ -31,6 +31,7 @@ from wormhole_mailbox.ops import (
     Message,
     Op,
     Open,
+    Page,
     Release,
     Result,
 )
@@ -85,8 +86,10 @@ def result_for(op: Op) -> Result:
             return "9"
         case Claim():
             return "mbox"
-        case ListNameplates() | Open():
+        case ListNameplates():
             return []
+        case Open():
+            return Page([], more=False)
     return None
 
 

@@ -50,9 +50,9 @@ class Replayed:
 
 @dataclass(frozen=True)
 class ReplayRest:
-    """The `open`'s first page was full: stream the rest of the mailbox (messages after seq
-    `after`) from the store, a page at a time as the client reads them, then mark the replay
-    boundary as `Replayed` would, with `seqs` and every seq streamed."""
+    """More messages follow the `open`'s first page: stream the rest of the mailbox (messages
+    after seq `after`) from the store, a page at a time as the client reads them, then mark
+    the replay boundary as `Replayed` would, with `seqs` and every seq streamed."""
 
     after: int
     seqs: tuple[int, ...]

@@ -7,7 +7,7 @@ from typing import Any
 
 from wormhole_mailbox import records as usage_rows
 from wormhole_mailbox.errors import ErrorKind
-from wormhole_mailbox.ops import Add, Close, Message, Refused, Release, Result
+from wormhole_mailbox.ops import Add, Close, Message, Page, Refused, Release, Result
 from wormhole_mailbox.pipeline import Query
 from wormhole_mailbox.records import Records
 
@@ -26,9 +26,15 @@ def added(op: Add, seq: int | None, full: bool) -> Message | Refused:
     return Message(seq, op.side, op.phase, op.body, op.server_rx, op.msg_id)
 
 
-def opened(error: str | None, rows: list[Any]) -> list[Message] | Refused:
-    """`mb_open_side`, then the first page of messages."""
-    return Refused.from_sql(error) if error else [Message(*row) for row in rows]
+def opened(error: str | None, page: Any) -> Page | Refused:
+    """`mb_open_side`, then the first page (`mb_page`)."""
+    return Refused.from_sql(error) if error else paged(page)
+
+
+def paged(page: Any) -> Page:
+    """`mb_page`'s answer: [rows, more]."""
+    rows, more = page
+    return Page([Message(*row) for row in rows], bool(more))
 
 
 def released(op: Release, summary: dict[str, Any] | None, blur_seconds: float | None,

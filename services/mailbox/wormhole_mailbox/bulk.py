@@ -55,12 +55,13 @@ class BulkBatch:
 
     def __init__(
         self, ops: list[Op], *, blur_seconds: float | None, new_mailbox_id: Callable[[], str],
-        open_page_size: int | None,
+        page_messages: int, open_octets: int,
     ) -> None:
         self.ops = ops
         self.blur_seconds = blur_seconds
         self.new_mailbox_id = new_mailbox_id
-        self.open_page_size = open_page_size
+        self.page_messages = page_messages  # an open's first page: at most so many messages
+        self.open_octets = open_octets  # ...and octets (its share of the batch's bound)
         self.allocating = sorted({op.app for op in ops if isinstance(op, Allocate)})
         self.allocated: dict[int, str | Refused] = {}  # op index -> chosen name, or why none
         self.round_trips = 0
@@ -99,7 +100,8 @@ class BulkBatch:
             case Release():
                 return ["r", op.app, op.nameplate, op.side]
             case Open():
-                return ["o", op.app, op.mailbox, op.side, op.now, self.open_page_size]
+                return ["o", op.app, op.mailbox, op.side, op.now, self.page_messages,
+                        self.open_octets]
             case Add():
                 return ["a", op.app, op.mailbox, op.side, op.phase, op.body, op.server_rx,
                         op.msg_id]
@@ -133,7 +135,7 @@ class BulkBatch:
                 queries.extend([query] if query is not None else [])
                 return None
             case Open():
-                return answers.opened(answer[0], [] if answer[0] else answer[1])
+                return answers.opened(answer[0], None if answer[0] else answer[1])
             case Add():
                 return answers.added(op, *answer)
             case Close():

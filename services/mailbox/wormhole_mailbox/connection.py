@@ -42,6 +42,7 @@ from wormhole_mailbox.limits import Limits, LimitSettings
 from wormhole_mailbox.metrics import MailboxMetrics
 from wormhole_mailbox.ops import Key, Message, Op, Result
 from wormhole_mailbox.outbound import Outbound
+from wormhole_mailbox.read_clock import DEFAULT_STALL_SECONDS
 from wormhole_mailbox.session import (
     Session,
     SessionConfig,
@@ -69,9 +70,9 @@ class Services:
     ping_interval: float
     ping_timeout: float
     command_timeout: float = 10  # a store op past it: an error, then a 1011 close
-    # the pages of a mailbox after a seq (`replay.pages`), for an `open` whose first page filled
+    # the pages of a mailbox after a seq (`replay.pages`), for an `open` with more than a page
     replay: Callable[[Key, int], AsyncGenerator[list[Message], None]] | None = None
-    replay_stall: float = 60  # for the client to read one page of a replay, else too slow
+    read_stall: float = DEFAULT_STALL_SECONDS  # a replay's client reading nothing: too slow
     write_timeout: float = 60  # for the client to read anything we have for it, else dropped
 
 
@@ -83,7 +84,7 @@ class ClientConnection:
         self.ws = ws
         self.session = session
         self.services = services
-        self.outbound = Outbound(ws, tasks)
+        self.outbound = Outbound(ws, tasks, stall_seconds=services.read_stall)
         self._subscription: tuple[Key, Subscriber] | None = None
         self._finished = trio.Event()  # `run` has returned
         self._waiting = trio.CancelScope()  # the reader's wait for the next frame
@@ -206,8 +207,9 @@ class ClientConnection:
 
     async def _replay_rest(self, rest: ReplayRest) -> Sequence[Action]:
         """Stream the rest of the mailbox with back-pressure: the next page is read from the
-        store only once the writer has sent the previous one, so a replay holds one page
-        whatever the mailbox's size. What to do instead if it cannot finish (else nothing)."""
+        store only once the writer has sent the previous one (to the socket's buffer), so a
+        replay holds one page whatever the mailbox's size. What to do instead if it cannot
+        finish (else nothing)."""
         assert self._subscription is not None and self.services.replay is not None
         key, subscriber = self._subscription
         seqs = set(rest.seqs)
@@ -231,10 +233,9 @@ class ClientConnection:
         return self._interruption or (() if self.outbound.drained.is_set() else too_slow())
 
     async def _written(self, frames: list[Frame]) -> bool:
-        """`frames` are sent: False if the client does not read them within `replay_stall`
-        seconds, or is gone, or an interruption (a shutdown, a ping timeout) came first."""
+        """`frames` are sent: False if the client reads nothing for `read_stall` seconds, or
+        is gone, or an interruption (a shutdown, a ping timeout) came first."""
         with trio.CancelScope() as self._waiting:
-            self._waiting.deadline = trio.current_time() + self.services.replay_stall
             return await self.outbound.written(frames)
         return False
 

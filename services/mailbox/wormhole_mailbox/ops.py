@@ -105,6 +105,15 @@ class Message:
 
 
 @dataclass(frozen=True)
+class Page:
+    """Messages of a mailbox in order (an `open` answers with the first page), and whether
+    more follow them: the replay then reads the rest (`replay.pages`)."""
+
+    messages: list[Message]
+    more: bool = False
+
+
+@dataclass(frozen=True)
 class Refused:
     """The store refused the command; `error` is the exact text for the client."""
 
@@ -125,4 +134,4 @@ UNSTORABLE = Refused("a value of this command cannot be stored", ErrorKind.UNSTO
 
 
 # What each op yields on success.
-Result = None | str | list[str] | list[Message] | Message | Refused
+Result = None | str | list[str] | Page | Message | Refused

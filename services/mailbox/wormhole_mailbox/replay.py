@@ -8,27 +8,25 @@ from functools import partial
 from wormhole_common.database import Database
 
 from wormhole_mailbox.ops import Message
+from wormhole_mailbox.paging import PageBounds
 from wormhole_mailbox.store import Store
-
-DEFAULT_PAGE_SIZE = 100
 
 
 async def pages(
     db: Database, app: str, mailbox: str, *, after: int = 0,
-    page_size: int = DEFAULT_PAGE_SIZE,
+    bounds: PageBounds | None = None,
 ) -> AsyncGenerator[list[Message], None]:
-    """The mailbox's messages after seq `after`, page by page (keyset on seq).
+    """The mailbox's messages after seq `after`, page by page (keyset on seq), each page
+    within `bounds` but for a message bigger than a page, which comes alone.
 
     The next page is read only when the consumer asks for it, so a slow reader holds one page,
-    never the mailbox. Messages stored meanwhile are included; the last page is shorter than
-    `page_size` (possibly empty).
+    never the mailbox. Messages stored meanwhile are included until a page says none follow
+    it (later ones reach a subscriber live).
     """
-    if page_size < 1:
-        raise ValueError("page size must be at least 1")
     while True:
-        page = await db.run(partial(Store.messages, app=app, mailbox=mailbox, after=after,
-                                    limit=page_size))
-        yield page
-        if len(page) < page_size:
+        page = await db.run(partial(Store.page, app=app, mailbox=mailbox, after=after,
+                                    bounds=bounds))
+        yield page.messages
+        if not page.more or not page.messages:
             return
-        after = page[-1].seq
+        after = page.messages[-1].seq

@@ -28,8 +28,8 @@ from wormhole_mailbox.gauges import refresh_in_use
 from wormhole_mailbox.hub import Hub
 from wormhole_mailbox.limits import Limits, LimitSettings
 from wormhole_mailbox.metrics import MailboxMetrics
+from wormhole_mailbox.paging import PageBounds
 from wormhole_mailbox.prune_loop import PruneLoop, PruneSettings
-from wormhole_mailbox.replay import DEFAULT_PAGE_SIZE as REPLAY_PAGE_SIZE
 from wormhole_mailbox.replay import pages as replay_pages
 from wormhole_mailbox.session import SessionConfig
 from wormhole_mailbox.settings import MailboxSettings
@@ -47,9 +47,11 @@ class MailboxServer:
             db.observer = metrics.database
         self.hub = Hub()
         self.server_id = secrets.token_hex(8)
+        pages = PageBounds(octets=settings.replay_page_bytes,
+                           batch_octets=settings.replay_batch_bytes)
         store = Store(blur_seconds=settings.blur_usage_seconds, origin=self.server_id,
                       max_messages=settings.mailbox_max_messages,
-                      max_bytes=settings.mailbox_max_bytes, open_page_size=REPLAY_PAGE_SIZE)
+                      max_bytes=settings.mailbox_max_bytes, pages=pages)
         self.batcher = Batcher(db, store, on_message=local_delivery(self.hub, metrics.messages),
                                on_usage=metrics.usage)
         self.delivery = RemoteDelivery(db, self.hub, self.server_id)
@@ -63,13 +65,13 @@ class MailboxServer:
             ping_timeout=settings.websocket_ping_timeout_seconds,
             write_timeout=settings.websocket_write_timeout_seconds,
             command_timeout=settings.command_timeout_seconds,
-            replay=lambda key, after: replay_pages(db, *key, after=after,
-                                                   page_size=REPLAY_PAGE_SIZE),
+            replay=lambda key, after: replay_pages(db, *key, after=after, bounds=pages),
+            read_stall=settings.read_stall_seconds,
         )
         config = SessionConfig(
             motd=settings.motd, advertise_version=settings.advertise_version,
             signal_error=settings.signal_error, hashcash_bits=settings.hashcash,
-            allow_list=settings.allow_list, replay_page_size=REPLAY_PAGE_SIZE,
+            allow_list=settings.allow_list,
         )
         self.limits = open_limits(settings)
         self.handler = ConnectionHandler(services, config, settings.trusted_proxies,

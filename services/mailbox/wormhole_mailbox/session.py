@@ -41,8 +41,8 @@ from wormhole_mailbox.ops import (
     Claim,
     Close,
     ListNameplates,
-    Message,
     Open,
+    Page,
     Refused,
     Release,
     Result,
@@ -71,7 +71,6 @@ class SessionConfig:
     signal_error: str | None = None
     hashcash_bits: int | None = None  # None: no permission step
     allow_list: bool = True  # False: `list` answers an empty list without asking the store
-    replay_page_size: int | None = None  # the store's `open` returns at most this many
 
 
 def welcome_frame(config: SessionConfig, resource: str | None, address: PeerAddress) -> Frame:
@@ -310,8 +309,8 @@ class Session:
             return [Send({"type": "released"})]
         elif isinstance(op, Open):
             self.mailbox = op.mailbox
-            assert isinstance(result, list)
-            return _replay(result, self.config.replay_page_size)
+            assert isinstance(result, Page)
+            return _replay(result)
         elif isinstance(op, Close):
             self.did_close = True
             self.mailbox = None
@@ -325,14 +324,14 @@ class Session:
 
 
 
-def _replay(result: list[Message] | list[str], page: int | None) -> list[Action]:
-    """The messages an `open` found, then where its replay ends: here, or (a full first
-    page) after the rest, which the shell reads page by page."""
-    messages = [m for m in result if isinstance(m, Message)]
+def _replay(page: Page) -> list[Action]:
+    """The messages an `open` found, then where its replay ends: here, or (more follow)
+    after the rest, which the shell reads page by page."""
+    messages = page.messages
     seqs = tuple(m.seq for m in messages)
-    if page is not None and len(messages) >= page:
-        return [*(Send(m.frame()) for m in messages), ReplayRest(messages[-1].seq, seqs)]
-    return [*(Send(m.frame()) for m in messages), Replayed(seqs)]
+    boundary: Action = (ReplayRest(messages[-1].seq if messages else 0, seqs)
+                        if page.more else Replayed(seqs))
+    return [*(Send(m.frame()) for m in messages), boundary]
 
 
 def store_failed(perform: Perform) -> list[Action]:

@@ -76,6 +76,20 @@ class MailboxSettings(ServiceSettings):
         default=4 << 20, ge=1,
         description="Octets of message bodies one mailbox holds at most (default 4 MiB); an"
         " add past it gets 'mailbox is full'")
+    replay_page_bytes: int = Field(
+        default=1 << 20, ge=1, le=64 << 20,
+        description="Octets of messages (bodies, sides, phases, ids) in one page of a mailbox's"
+        " replay at most (default 1 MiB; a bigger message comes alone); the next page is read"
+        " once the client's connection has taken the one before")
+    replay_batch_bytes: int = Field(
+        default=16 << 20, ge=1, le=128 << 20,
+        description="Octets of messages the first pages of all opens in one database batch"
+        " (one answer) hold together at most (default 16 MiB); past it each gets an equal"
+        " share and the rest comes as replay pages")
+    read_stall_seconds: float = Field(
+        default=60, gt=0,
+        description="A client that takes nothing of a replay waiting for it for this long is"
+        " closed (1008 'too slow to read'); however long a replay it is steadily reading takes")
     command_timeout_seconds: float = Field(
         default=10, gt=0,
         description="Deadline of one command's store op; past it the client gets an error"

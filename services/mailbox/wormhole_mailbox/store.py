@@ -28,10 +28,12 @@ from wormhole_mailbox.ops import (
     Message,
     Op,
     Open,
+    Page,
     Refused,
     Release,
     Result,
 )
+from wormhole_mailbox.paging import PageBounds
 from wormhole_mailbox.pipeline import OpFailed, Plan, run_plans
 from wormhole_mailbox.pruning import Pruner
 from wormhole_mailbox.records import Records
@@ -43,10 +45,7 @@ DEFAULT_MAX_MESSAGES = 1000
 DEFAULT_MAX_BYTES = 4 << 20
 APP_LOCK_NAMESPACE = 0x6E61  # pg_advisory_xact_lock(namespace, hash(app)) for allocation
 
-MESSAGES_SQL = (
-    "SELECT seq, side, phase, body, server_rx, msg_id FROM messages"
-    " WHERE app_id = %s AND mailbox_id = %s AND seq > %s ORDER BY seq LIMIT %s"
-)
+PAGE_SQL = "SELECT mb_page(%s, %s, %s, %s, %s, %s)"
 
 
 def new_mailbox_id() -> str:
@@ -58,16 +57,16 @@ class Store:
     def __init__(
         self, *, blur_seconds: float | None, rng: random.Random | None = None,
         origin: str = "", max_messages: int = DEFAULT_MAX_MESSAGES,
-        max_bytes: int = DEFAULT_MAX_BYTES, open_page_size: int | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES, pages: PageBounds | None = None,
     ) -> None:
         self.blur_seconds = blur_seconds
         self.rng = rng or random.SystemRandom()
         self.origin = origin  # names this process in message notifications
         self.max_messages = max_messages  # per mailbox; an add past either limit is refused
         self.max_bytes = max_bytes  # octets of all bodies in a mailbox
-        # `open` returns at most this many messages (None: all); the shell reads the rest
-        # with `replay.pages(after=<last seq>)`
-        self.open_page_size = open_page_size
+        # `open` returns the first page of the mailbox; the shell reads the rest with
+        # `replay.pages(after=<last seq>)`
+        self.pages = pages or PageBounds()
         self.pruner = Pruner(blur_seconds=blur_seconds)
         self.round_trips = 0  # pipelines sent by `execute_many`, for tests and benchmarks
 
@@ -84,7 +83,10 @@ class Store:
         """
         sink: Records = [] if records is None else records
         keys = lock_keys(ops)
-        results = None if one_by_one else self._in_one_statement(conn, ops, keys, sink)
+        # the opens share what one answer may carry, whichever way the batch goes
+        open_octets = self.pages.open_octets(sum(isinstance(op, Open) for op in ops))
+        results = None if one_by_one else self._in_one_statement(
+            conn, ops, keys, sink, open_octets)
         if results is not None:
             return list(results)
         # some op fails: each goes in its own savepoint, after the locks (held already if the
@@ -92,16 +94,17 @@ class Store:
         # Allocations in one batch read the nameplate list in the same round, before any of
         # them has claimed: names chosen earlier in the batch count as taken.
         chosen: dict[str, set[str]] = {}
-        plans = [self._plan(op, chosen, sink) for op in ops]
+        plans = [self._plan(op, chosen, sink, open_octets) for op in ops]
         outcome = run_plans(conn, plans, [keys.query()] if keys else [])
         self.round_trips += outcome.round_trips
         return outcome.results
 
     def _in_one_statement(
         self, conn: psycopg.Connection, ops: list[Op], keys: LockKeys, records: Records,
+        open_octets: int,
     ) -> list[Result] | None:
         batch = BulkBatch(ops, blur_seconds=self.blur_seconds, new_mailbox_id=new_mailbox_id,
-                          open_page_size=self.open_page_size)
+                          page_messages=self.pages.messages, open_octets=open_octets)
         try:
             return bulk.run(conn, batch, keys, origin=self.origin,
                             max_messages=self.max_messages, max_bytes=self.max_bytes,
@@ -114,7 +117,8 @@ class Store:
     def _choose(self, taken: set[str]) -> str:
         return choose_nameplate(taken, self.rng)
 
-    def _plan(self, op: Op, chosen: dict[str, set[str]], records: Records) -> Plan:
+    def _plan(self, op: Op, chosen: dict[str, set[str]], records: Records,
+              open_octets: int) -> Plan:
         match op:
             case Bind():
                 return self._bind(op)
@@ -127,7 +131,7 @@ class Store:
             case Release():
                 return self._release(op, records)
             case Open():
-                return self._open(op)
+                return self._open(op, open_octets)
             case Add():
                 return self._add(op)
             case Close():
@@ -174,14 +178,14 @@ class Store:
             yield query
         return None
 
-    def _open(self, op: Open) -> Plan:
+    def _open(self, op: Open, octets: int) -> Plan:
         rows = yield (
             "SELECT mb_open_side(%s, %s, %s, %s, false)", (op.app, op.mailbox, op.side, op.now)
         )
         if rows and rows[0][0]:
-            return answers.opened(rows[0][0], [])
-        rows = yield (MESSAGES_SQL, (op.app, op.mailbox, 0, self.open_page_size))
-        return answers.opened(None, rows)
+            return answers.opened(rows[0][0], None)
+        rows = yield (PAGE_SQL, (op.app, op.mailbox, 0, octets, self.pages.messages, False))
+        return answers.opened(None, rows[0][0])
 
     def _add(self, op: Add) -> Plan:
         rows = yield (
@@ -215,13 +219,25 @@ class Store:
         return [(row[0], row[1], Message(*row[2:])) for row in rows]
 
     @staticmethod
-    def messages(
-        conn: psycopg.Connection, app: str, mailbox: str, after: int = 0,
-        limit: int | None = None,
-    ) -> list[Message]:
-        """The mailbox's messages after seq `after`, in order; at most `limit` (a page)."""
-        rows = conn.execute(MESSAGES_SQL, (app, mailbox, after, limit)).fetchall()
+    def messages(conn: psycopg.Connection, app: str, mailbox: str) -> list[Message]:
+        """All of the mailbox's messages, in order."""
+        rows = conn.execute(
+            "SELECT seq, side, phase, body, server_rx, msg_id FROM messages"
+            " WHERE app_id = %s AND mailbox_id = %s ORDER BY seq", (app, mailbox)).fetchall()
         return [Message(*row) for row in rows]
+
+    @staticmethod
+    def page(
+        conn: psycopg.Connection, app: str, mailbox: str, after: int = 0,
+        bounds: PageBounds | None = None,
+    ) -> Page:
+        """A page of the mailbox's messages after seq `after`, in order: at least one message
+        if there is any, so a replay always moves on."""
+        bounds = bounds or PageBounds()
+        row = conn.execute(PAGE_SQL, (app, mailbox, after, bounds.octets, bounds.messages,
+                                      True)).fetchone()
+        assert row is not None
+        return answers.paged(row[0])
 
     @staticmethod
     def write_current(
