@@ -54,7 +54,7 @@ class MailboxSettings(ServiceSettings):
         description="worker processes sharing the port (default: the CPUs available; 1: one"
                     " process)")
 
-    # -- limits and quotas (issue 10): per process; the address is the trusted proxy's --------
+    # -- limits and quotas (docs/mailbox-protocol.md §9.3): per process, by trusted address --
     max_connections: Annotated[int | None, EmptyIsUnset] = Field(
         default=None, ge=1,
         description="Open connections at most; unset: sized from the open-file limit (the"
