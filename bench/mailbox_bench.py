@@ -2,7 +2,7 @@
 
 Starts a durable PostgreSQL (fsync and synchronous commit on), our `wormhole-mailbox`, and the
 reference `twist wormhole-mailbox` (magic-wormhole-mailbox-server from PyPI, in its own venv,
-SQLite with the usage database on, as in the spec's Baseline), runs `mailbox_load.py` against
+SQLite with the usage database on, as it is run in production), runs `mailbox_load.py` against
 each and prints pairs/s, latency percentiles, CPU seconds and the ratios; then the memory
 each holds per idle WebSocket (`--idle` connections that got their welcome and stay open,
 measured on the fresh server before the load).

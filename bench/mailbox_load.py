@@ -1,4 +1,4 @@
-"""Load generator for the mailbox: N concurrent pairs repeating the Baseline cycle (spec 12).
+"""Load generator for the mailbox: N concurrent pairs, each repeating one rendezvous cycle.
 
 One cycle = two new connections. A binds, allocates, claims, opens; B binds, claims, opens;
 each adds `pake` and `version` (64 hex digits); each releases on the peer's first message and

@@ -1,4 +1,4 @@
-"""How long honest commands stall while a large pruning backlog is retired (issue 10).
+"""How long honest commands stall while a large pruning backlog is retired.
 
 Starts a durable PostgreSQL, fills it with a backlog of abandoned channels (about `--rows`
 rows: mailboxes with a side, half of them with a nameplate and its claim), then retires it

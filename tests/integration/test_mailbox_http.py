@@ -1,4 +1,5 @@
-"""The HTTP side of the listener (spec 1.1): the upgrade on /v1, no extensions, other paths."""
+"""The HTTP side of the listener (docs/mailbox-protocol.md §2.2, §2.3): the upgrade on /v1, no
+extensions, other paths."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ async def head_of_response(port: int, request: bytes) -> tuple[bytes, dict[bytes
 
 
 async def test_upgrade_declines_permessage_deflate(database_url: str) -> None:
-    # wormhole-william offers this and aborts on an incompatible reply (spec 1.1).
+    # wormhole-william offers this and aborts on an incompatible reply
+    # (docs/mailbox-protocol.md §2.3).
     offer = b"Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover;" \
             b" server_no_context_takeover"
     async with serving(database_url) as server:

@@ -1,7 +1,8 @@
 """Invalid values against a real server and PostgreSQL: every command with each wrong value,
-then every follow-up command, gets clean `error` frames or the spec's normal answers; no
+then every follow-up command, gets clean `error` frames or the protocol's normal answers; no
 connection is closed 1011 and nothing counts an internal error or a database failure. A value
-PostgreSQL itself refuses (a data exception) is the client's error too."""
+PostgreSQL itself refuses (a data exception) is the client's error too
+(docs/mailbox-protocol.md §9.2)."""
 
 from __future__ import annotations
 

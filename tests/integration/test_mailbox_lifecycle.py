@@ -1,4 +1,5 @@
-"""Usage records, pruning, persistence across restarts, replay under load, hashcash (spec 3.4-6)."""
+"""Usage records, pruning, persistence across restarts, replay under load, hashcash
+(docs/mailbox-protocol.md §5.3, §5.9, §7, §8)."""
 
 from __future__ import annotations
 

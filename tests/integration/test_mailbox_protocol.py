@@ -1,4 +1,5 @@
-"""Every message type and error over a real WebSocket against real PostgreSQL (spec 2-4)."""
+"""Every message type and error over a real WebSocket against real PostgreSQL
+(docs/mailbox-protocol.md §3-§5, §9)."""
 
 from __future__ import annotations
 

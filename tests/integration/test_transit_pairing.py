@@ -208,7 +208,8 @@ async def test_close_is_propagated_after_flushing_and_there_is_no_half_close() -
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(send_then_half_close)
                 assert await receive_all(b) == payload
-            # A only half-closed, but the relay treats that as a full close (spec 1.8).
+            # A only half-closed, but the relay treats that as a full close
+            # (docs/transit-protocol.md §5.3).
             assert await receive_all(a) == b""
 
 

@@ -1,4 +1,5 @@
-"""The open-file limit: raised at start, and connection limits sized from it (issue 10)."""
+"""The open-file limit: raised at start, and connection limits sized from it
+(docs/mailbox-protocol.md §2.7)."""
 
 from __future__ import annotations
 

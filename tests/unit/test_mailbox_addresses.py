@@ -1,4 +1,4 @@
-"""The address a client is told about (`welcome.your-address`, spec 1.3)."""
+"""The address a client is told about (`welcome.your-address`, docs/mailbox-protocol.md §2.6)."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def test_trusted_proxy_without_headers_is_the_socket_peer() -> None:
     assert peer_address("10.1.2.3", 55, [], PROXY) == PeerAddress("10.1.2.3", 55)
 
 
-# -- garbled proxy headers are not believed (issue 10) -------------------------------------------
+# -- garbled proxy headers are not believed --------------------------------------------------------
 
 
 @pytest.mark.parametrize("real_ip", [b"not-an-address", b"1.2.3.4, 5.6.7.8", b"1.2.3.4 5.6.7.8",

@@ -1,4 +1,5 @@
-"""Nameplate allocation (spec 4.2) and validation (4.1), with a seeded random generator."""
+"""Nameplate allocation (docs/mailbox-protocol.md §5.6) and validation (§6.1), with a seeded random
+generator."""
 
 from __future__ import annotations
 

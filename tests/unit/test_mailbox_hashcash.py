@@ -1,4 +1,4 @@
-"""Hashcash v1 stamps (spec 3.4)."""
+"""Hashcash v1 stamps (docs/mailbox-protocol.md §5.3)."""
 
 from __future__ import annotations
 

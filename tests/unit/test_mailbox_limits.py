@@ -1,4 +1,5 @@
-"""Admission and quotas per client address and in total (issue 10), with explicit `now`."""
+"""Admission and quotas per client address and in total, with explicit `now`
+(docs/mailbox-protocol.md §2.7, §9.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The per-connection rules (spec 2 and 3), driven without sockets, database or clock."""
+"""The per-connection rules (docs/mailbox-protocol.md §3-§5), driven without sockets, database or
+clock."""
 
 from __future__ import annotations
 
@@ -370,7 +371,8 @@ def test_refused_claim_still_uses_up_the_claim() -> None:
         {"type": "error", "error": "crowded", "orig": {"type": "claim", "nameplate": "7"}},
     ]
     assert the_error(send(session, type="claim", nameplate="7")) == "only one claim per connection"
-    # ...and the refused name is the connection's claim for a bare release (spec 2.4).
+    # ...and the refused name is the connection's claim for a bare release
+    # (docs/mailbox-protocol.md §5.1).
     assert send(session, type="release").op == Release("app1", "side1", "7", NOW)
 
 

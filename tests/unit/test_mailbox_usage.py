@@ -1,4 +1,4 @@
-"""Usage records: results, waiting/total times and blurring (spec 6)."""
+"""Usage records: results, waiting/total times and blurring (docs/mailbox-protocol.md §7)."""
 
 from __future__ import annotations
 

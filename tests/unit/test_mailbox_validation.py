@@ -1,4 +1,5 @@
-"""Client frames in, server frames out: what the protocol refuses and how (issue 10)."""
+"""Client frames in, server frames out: what the protocol refuses and how (docs/mailbox-protocol.md
+§3.1, §9.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The handshake grammar, byte by byte (spec 1.2-1.4, 2)."""
+"""The handshake grammar, byte by byte (docs/transit-protocol.md §3.2-§3.4, §6.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The connection state machine and the rendezvous, with explicit times (spec 1.3-1.6, 3.1)."""
+"""The connection state machine and the rendezvous, with explicit times (docs/transit-protocol.md
+§3.3-§4.4, §8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The pending table's pairing rules (spec 1.5)."""
+"""The pending table's pairing rules (docs/transit-protocol.md §4.1)."""
 
 from __future__ import annotations
 

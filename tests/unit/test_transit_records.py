@@ -1,4 +1,4 @@
-"""Usage records and blurring, with explicit times (spec 3)."""
+"""Usage records and blurring, with explicit times (docs/transit-protocol.md §9)."""
 
 from __future__ import annotations
 

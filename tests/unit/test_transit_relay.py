@@ -44,7 +44,8 @@ async def test_a_source_that_ends_stops_both_directions_after_delivering() -> No
         await r.a.send_all(b"last words")
         await r.a.send_eof()
         await trio.testing.wait_all_tasks_blocked()
-        assert r.done  # no half-close: the relay stops reading b as well (spec 1.8)
+        # no half-close: the relay stops reading b as well (docs/transit-protocol.md §5.3)
+        assert r.done
     assert await r.b.receive_some() == b"last words"
 
 

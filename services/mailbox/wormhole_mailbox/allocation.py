@@ -6,7 +6,8 @@ import random
 import re
 from collections.abc import Collection
 
-# ASCII digits only: the reference's `\d` also admits other scripts' digits (spec 10, #9).
+# ASCII digits only: the reference's `\d` also admits other scripts' digits
+# (docs/mailbox-protocol.md §6.1).
 _NAMEPLATE = re.compile(r"[0-9]{1,40}")
 
 WIDTHS = ((1, 9), (10, 99), (100, 999))

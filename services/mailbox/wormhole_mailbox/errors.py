@@ -1,7 +1,7 @@
 """What kind of error a client was sent: a closed set, chosen where the error is raised.
 
-The client sees the exact text (spec's error table); metrics and logs use the kind, so no
-code ever has to recover a kind from the English text.
+The client sees the exact text (docs/mailbox-protocol.md §9); metrics and logs use the kind,
+so no code ever has to recover a kind from the English text.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The HTTP front of the mailbox port: WebSocket upgrades go to the handler, plain requests
-get a tiny answer (`GET /` is a liveness page, spec 1.1).
+get a tiny answer (`GET /` is a liveness page, docs/mailbox-protocol.md §2.2).
 
 The request head is read here first, to route the request; a valid upgrade becomes a
 `wsconnection.Upgrade` for the handler, which refuses it or accepts it (the WebSocket, from

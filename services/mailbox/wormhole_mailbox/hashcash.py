@@ -1,4 +1,4 @@
-"""Hashcash v1 stamps for the optional admission step (spec 3.4).
+"""Hashcash v1 stamps for the optional admission step (docs/mailbox-protocol.md §5.3).
 
 No reference server implements this; the Rust client does. A fresh random resource per
 connection means a stamp is only good on the connection it was minted for.

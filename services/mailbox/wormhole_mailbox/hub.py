@@ -3,8 +3,8 @@
 Messages arrive from this process's own commits and, through LISTEN/NOTIFY, from other
 processes, in no guaranteed order between the two. A subscriber that is still replaying holds
 live messages; afterwards it delivers each message it has not yet delivered, by storage
-sequence number, so nothing is lost or repeated across the replay boundary (spec 4.5) or
-between the two paths.
+sequence number, so nothing is lost or repeated across the replay boundary
+(docs/mailbox-protocol.md §5.9) or between the two paths.
 """
 
 from __future__ import annotations

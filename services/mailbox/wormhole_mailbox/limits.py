@@ -1,4 +1,5 @@
-"""Admission and quotas per client address and in total (issue 10), sans-IO.
+"""Admission and quotas per client address and in total, sans-IO (docs/mailbox-protocol.md
+§2.7, §9.3).
 
 The shell asks before it acts and reports what happened; every time-dependent call takes `now`.
 A refusal is a `Refusal`: a metric label from `REFUSAL_REASONS` and the exact text the client

@@ -1,4 +1,4 @@
-"""Per-connection protocol rules, sans-IO (spec sections 2 and 3).
+"""Per-connection protocol rules, sans-IO (docs/mailbox-protocol.md §3 and §5).
 
 Every decision about a connection is made here and returned as actions (`actions.py`) for the
 shell to execute: which frames to send, when to subscribe to a mailbox and where its replay
@@ -125,7 +125,7 @@ def _sequence(text: str) -> ProtocolError:
 
 
 class Session:
-    """The state of one WebSocket connection (spec 2.4)."""
+    """The state of one WebSocket connection (docs/mailbox-protocol.md §5.1)."""
 
     def __init__(
         self, config: SessionConfig, *, resource: str | None = None,
@@ -284,7 +284,8 @@ class Session:
         op = perform.op
         if isinstance(result, Refused):  # UNSTORABLE: an invalid command, it changes nothing
             if isinstance(op, Claim) and result.kind is not ErrorKind.UNSTORABLE:
-                # crowded, reclaimed: still the connection's one claim (spec 2.4)
+                # crowded, reclaimed: still the connection's one claim
+                # (docs/mailbox-protocol.md §5.1)
                 self.did_claim, self.claimed = True, op.nameplate
             unsubscribe: list[Action] = [Unsubscribe()] if isinstance(op, Open) else []
             return [*unsubscribe, *error(result.kind, result.error, perform.orig)]

@@ -53,7 +53,7 @@ class MailboxSettings(ServiceSettings):
         json_schema_extra={"shown_default": "CPUs available"},
         description="worker processes sharing the port (1: one process)")
 
-    # -- limits and quotas (issue 10): per process; the address is the trusted proxy's --------
+    # -- limits and quotas (docs/mailbox-protocol.md §9.3): per process, by trusted address --
     max_connections: Annotated[int | None, EmptyIsUnset] = Field(
         default=None, ge=1,
         description="Open connections at most; unset: sized from the open-file limit (the"

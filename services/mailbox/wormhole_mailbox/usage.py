@@ -1,4 +1,4 @@
-"""Usage records: outcome moods, waiting and total times, blurring (spec section 6)."""
+"""Usage records: outcome moods, waiting and total times, blurring (docs/mailbox-protocol.md §7)."""
 
 from __future__ import annotations
 
@@ -90,7 +90,8 @@ def mailbox_usage(
     app_id: str, *, for_nameplate: bool, added: Sequence[float], moods: Sequence[str | None],
     now: float, pruned: bool, crowded: bool, blur_seconds: float | None,
 ) -> MailboxUsage:
-    # A mailbox with no side rows (spec 5, #13) must not break the record: it started now.
+    # A mailbox with no side rows must not break the record (the reference's did,
+    # docs/mailbox-protocol.md §10.2): it started now.
     t = timing(added or [now], now)
     return MailboxUsage(
         app_id=app_id,

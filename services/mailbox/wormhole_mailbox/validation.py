@@ -1,4 +1,4 @@
-"""Client frames in and server frames out, checked where the protocol rules live (issue 10).
+"""Client frames in and server frames out, checked where the protocol rules live.
 
 Sans-IO. `decode_frame` turns one inbound WebSocket message into a JSON object, refusing what
 JSON cannot represent or the server cannot handle (NaN/Infinity, floats that overflow such as
@@ -8,8 +8,9 @@ The field checks (`required`, `optional`, `client_version`, `message_id`) bound 
 client can make the server store, so no client value reaches the database in a form it rejects.
 `encode_frame` is the one way out: strict JSON, never `NaN` or `Infinity`.
 
-Every refusal is a `ProtocolError` whose text is the exact protocol `error` string and whose
-`kind` is an `ErrorKind` (the `errors_total` label); `FrameRefused` also carries the safe echo.
+Every refusal is a `ProtocolError` whose text is the exact protocol `error` string
+(docs/mailbox-protocol.md §9.2) and whose `kind` is an `ErrorKind` (the `errors_total` label);
+`FrameRefused` also carries the safe echo.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ RULES: dict[str, Rule] = {
     "appid": Rule(256),
     "side": Rule(128),
     "nameplate": Rule(40, error="invalid nameplate",
-                      error_kind=ErrorKind.INVALID_NAMEPLATE),  # spec 4.1: at most 40 digits
+                      error_kind=ErrorKind.INVALID_NAMEPLATE),  # 1 to 40 ASCII digits
     "mailbox": Rule(128),
     "phase": Rule(128),
     "mood": Rule(128),
@@ -172,7 +173,8 @@ def _key_holding(frame: Frame, marker: object) -> str | None:
 
 
 def decode_frame(raw: str | bytes) -> Frame:
-    """One inbound message (text or binary, spec 1.2) as a JSON object, or `FrameRefused`."""
+    """One inbound message (text or binary, docs/mailbox-protocol.md §2.4) as a JSON object, or
+    `FrameRefused` (§3.1)."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         value, refused = _load(text)
@@ -237,7 +239,8 @@ def _characters(text: str) -> ProtocolError:
 
 
 def required(frame: Frame, key: str, missing: str) -> str:
-    """A string field the command needs; `missing` is the spec's text when it is absent."""
+    """A string field the command needs; `missing` is the protocol's text when it is absent
+    (docs/mailbox-protocol.md §9.1)."""
     return check_string(present(frame, key, missing), key)
 
 
@@ -279,8 +282,9 @@ def client_version(frame: Frame) -> tuple[str | None, str | None]:
 
 
 def message_id(frame: Frame) -> Any:
-    """A command's `id` (any JSON, spec 2.1), small and storable in jsonb: it is echoed in every
-    ack and stored with every message. Numbers are already finite and short (`decode_frame`)."""
+    """A command's `id` (any JSON, docs/mailbox-protocol.md §3.4), small and storable in jsonb:
+    it is echoed in every ack and stored with every message. Numbers are already finite and
+    short (`decode_frame`)."""
     value = frame.get("id")
     if value is None or isinstance(value, (bool, int, float)):
         return value

@@ -22,7 +22,8 @@ SUMMARY = "The Magic Wormhole transit relay: pairs two clients by token and rela
 
 
 def raise_fd_limit() -> None:
-    """Each connection is a file descriptor; 1024 capped the reference once (its issue #2)."""
+    """Each connection is a file descriptor; a soft limit of 1024 once capped the
+    reference's concurrency (docs/transit-protocol.md §2)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or (hard != resource.RLIM_INFINITY and soft >= hard):
         return

@@ -283,7 +283,8 @@ class _TcpWatch:
 
 
 class _WebSocketWatch:
-    """The WebSocket side before pairing: the first message is the handshake (spec 2)."""
+    """The WebSocket side before pairing: the first message is the handshake
+    (docs/transit-protocol.md §6.2)."""
 
     __slots__ = ("stream", "ws")
 

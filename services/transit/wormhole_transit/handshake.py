@@ -1,4 +1,5 @@
-"""The relay handshake line, parsed without I/O (spec 1.2-1.4 for TCP, 2 for WebSocket).
+"""The relay handshake line, parsed without I/O (docs/transit-protocol.md §3.2-§3.4 for TCP,
+§6.2 for WebSocket).
 
 The grammar is byte-exact: `please relay <64 word chars>[ for side <16 word chars>]\\n`, word
 being ASCII `[A-Za-z0-9_]`. TCP delivers a stream, so `HandshakeParser` buffers partial lines

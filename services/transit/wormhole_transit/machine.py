@@ -6,7 +6,8 @@
             lost/timeout --> done
 
 Every input is a method; the ones that end the connection take `now` and return `Ended`, the
-connection's mood and its usage record (spec 3.1). This is the only place a mood is decided.
+connection's mood and its usage record (docs/transit-protocol.md §8). This is the only place
+a mood is decided.
 The shell (`connection.py`) performs the I/O that goes with each transition: `bad handshake\\n`
 for errory, `impatient\\n` for impatient, a silent close otherwise, `ok\\n` when relaying.
 """
@@ -67,7 +68,8 @@ class Machine:
         return self._end(Mood.EMPTY, now)
 
     def early_data(self, now: float) -> Ended:
-        """Bytes while waiting for a partner: `impatient\\n`, then close (spec 1.6)."""
+        """Bytes while waiting for a partner: `impatient\\n`, then close
+        (docs/transit-protocol.md §4.4)."""
         self._expect(State.WAITING)
         return self._end(Mood.IMPATIENT, now)
 
@@ -79,7 +81,8 @@ class Machine:
         self._first = first
 
     def redundant(self, now: float) -> Ended:
-        """Another connection on the token paired: close without a word (spec 1.5)."""
+        """Another connection on the token paired: close without a word
+        (docs/transit-protocol.md §4.2)."""
         self._expect(State.WAITING)
         return self._end(Mood.REDUNDANT, now)
 

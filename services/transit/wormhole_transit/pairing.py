@@ -1,4 +1,5 @@
-"""The pending table: which waiting connection a new handshake pairs with (spec 1.5).
+"""The pending table: which waiting connection a new handshake pairs with
+(docs/transit-protocol.md §4.1).
 
 Only token and side matching lives here; what each connection's arrival means for its mood is
 decided by the state machine (`machine.py`) through `rendezvous.py`. Connections are opaque

@@ -1,4 +1,5 @@
-"""Usage records: moods, the reference's record fields and its blurring (spec 3), without I/O.
+"""Usage records: moods, the reference's record fields and its blurring, without I/O
+(docs/transit-protocol.md §9).
 
 The moods are decided by the connection state machine (`machine.py`); this module only says
 what a record holds and how it is blurred.
@@ -34,7 +35,7 @@ class Usage:
     mood: Mood
 
     def as_json_fields(self) -> dict[str, object]:
-        """Keys in the reference's order (spec 3.3)."""
+        """Keys in the reference's order (docs/transit-protocol.md §9.3)."""
         return {
             "started": self.started,
             "total_time": self.total_time,
@@ -45,7 +46,7 @@ class Usage:
 
 
 def blur_started(started: float, blur_seconds: int | None) -> float:
-    """Round down to the blur period, keeping a float (spec 3.2)."""
+    """Round down to the blur period, keeping a float (docs/transit-protocol.md §9.2)."""
     if not blur_seconds:
         return started
     return float(math.floor(started / blur_seconds) * blur_seconds)

@@ -236,7 +236,7 @@ async def _direction(src: Endpoint, dst: Endpoint, stats: PairStats, use_splice:
 async def relay(
     a: Endpoint, b: Endpoint, stats: PairStats, *, use_splice: bool = HAS_SPLICE,
 ) -> None:
-    """Copy both ways until one side goes away (no half-close, spec 1.8).
+    """Copy both ways until one side goes away (no half-close, docs/transit-protocol.md §5.3).
 
     When a source ends, what was already read has been delivered and the other direction is
     stopped: the relay no longer reads from the survivor. When a destination fails, the other

@@ -1,8 +1,9 @@
 """Where connections meet: the pending table driving each connection's state machine.
 
-Everything a valid handshake decides happens here in one call (spec 1.5, 1.6): who pairs
-with whom, who becomes redundant, and whether bytes sent with the line are impatient or are
-relayed to a partner that was already waiting. No I/O and no clock: `now` is passed in.
+Everything a valid handshake decides happens here in one call (docs/transit-protocol.md §4):
+who pairs with whom, who becomes redundant, and whether bytes sent with the line are
+impatient or are relayed to a partner that was already waiting. No I/O and no clock: `now` is
+passed in.
 """
 
 from __future__ import annotations

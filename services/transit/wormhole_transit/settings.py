@@ -21,7 +21,8 @@ class TransitSettings(ServiceSettings):
     websocket_port: Annotated[int | None, EmptyIsUnset] = Field(
         default=None, ge=0, le=65535, description="WebSocket port for browser clients"
         " (unset: none)")
-    # Every client sends its line on connect; this only reaps silent sockets (issues #9, #26).
+    # Every client sends its line on connect; this only reaps silent sockets
+    # (docs/transit-protocol.md §7).
     handshake_timeout_seconds: float = Field(
         default=30, gt=0, description="close a connection that sends no handshake by then")
     # The Go sender waits for a human to accept before its partner arrives: keep it long.

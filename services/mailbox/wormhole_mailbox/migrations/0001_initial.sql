@@ -59,7 +59,7 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_mailbox ON messages (app_id, mailbox_id, seq);
 
--- Usage records (spec section 6).
+-- Usage records (docs/mailbox-protocol.md §7).
 CREATE TABLE usage_nameplates (
     id           bigserial PRIMARY KEY,
     app_id       text             NOT NULL,

@@ -1,4 +1,5 @@
--- Transit relay usage records (spec 3.4), prefixed so they can share a database with the mailbox.
+-- Transit relay usage records (docs/transit-protocol.md §9.4), prefixed so they can share a
+-- database with the mailbox.
 
 CREATE TABLE transit_usage (
     id           bigserial        PRIMARY KEY,
