@@ -15,6 +15,7 @@ from wormhole_mailbox.limits import (
     Limits,
     LimitSettings,
     NameplateHolds,
+    Tally,
     TokenBuckets,
     address_key,
 )
@@ -75,6 +76,75 @@ def test_per_address_counts_are_forgotten_at_zero() -> None:
     assert dict(conns.per_key) == {"2001:db8::/64": 1}
     conns.leave("2001:db8::1")
     assert dict(conns.per_key) == {}
+
+
+# -- a worker group: the total across workers, each worker's share of an address -------------
+
+
+def group(workers: int, settings: LimitSettings) -> list[Limits]:
+    """The limits of each worker of a group, sharing one tally as the workers share memory."""
+    cells = [0] * workers
+    return [Limits(settings, Tally(cells, index)) for index in range(workers)]
+
+
+def test_the_total_is_the_servers_whatever_worker_accepts() -> None:
+    first, second = (w.connections for w in group(2, LimitSettings(max_connections=3)))
+    assert first.accept() is None and second.accept() is None and first.accept() is None
+    assert second.accept() == REFUSALS["connections_total"]
+    assert first.accept() == REFUSALS["connections_total"]
+    first.closed()
+    assert second.accept() is None
+    assert (first.total, second.total) == (1, 2)
+
+
+def test_a_worker_also_stops_at_its_own_descriptors() -> None:
+    settings = LimitSettings(max_connections=10, max_process_connections=2)
+    first, second = (w.connections for w in group(2, settings))
+    assert [first.accept() for _ in range(3)] == [None, None, REFUSALS["connections_total"]]
+    assert second.accept() is None
+
+
+def test_a_dead_workers_zeroed_cell_gives_its_connections_back_to_the_total() -> None:
+    cells = [0, 0]
+    first = Connections(LimitSettings(max_connections=2), Tally(cells, 0))
+    second = Connections(LimitSettings(max_connections=2), Tally(cells, 1))
+    first.accept()
+    first.accept()
+    assert second.accept() == REFUSALS["connections_total"]
+    cells[0] = 0  # the supervisor, when worker 0 died
+    assert second.accept() is None
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 7])
+def test_a_workers_share_never_adds_up_to_more_than_the_cap_rounded(workers: int) -> None:
+    settings = LimitSettings(max_connections_per_address=10, allocations_per_minute=6,
+                             mailboxes_per_minute=6, nameplates_per_address=100)
+    share = settings.shared_by(workers)
+    for cap, part in [(10, share.max_connections_per_address),
+                      (100, share.nameplates_per_address)]:
+        assert cap <= workers * part < cap + workers
+    assert share.allocations_per_minute * workers == pytest.approx(6)
+    assert share.mailboxes_per_minute * workers == pytest.approx(6)
+    assert share.max_connections == settings.max_connections  # counted by the tally instead
+
+
+def test_each_worker_admits_its_share_of_an_address_and_no_more() -> None:
+    settings = LimitSettings(max_connections_per_address=10, allocations_per_minute=6)
+    workers = group(2, settings.shared_by(2))
+    admitted = sum(w.connections.admit("192.0.2.1") is None for w in workers for _ in range(20))
+    allocated = sum(w.client("192.0.2.1").allocate(NOW) is None for w in workers
+                    for _ in range(20))
+    assert (admitted, allocated) == (10, 6)
+    later = sum(w.client("192.0.2.1").allocate(NOW + 60) is None for w in workers
+                for _ in range(20))
+    assert later == 6  # a minute later, the rate again: each worker refilled its share
+
+
+def test_a_share_of_a_rate_under_one_a_minute_still_admits_one() -> None:
+    buckets = TokenBuckets.per_minute(0.5, max_tracked=10)
+    assert buckets.take("a", NOW)
+    assert not buckets.take("a", NOW + 60)
+    assert buckets.take("a", NOW + 120)
 
 
 # -- rates ------------------------------------------------------------------------------------

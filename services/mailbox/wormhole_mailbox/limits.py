@@ -8,13 +8,20 @@ gets (a protocol `error` for an op; the HTTP body or close reason for a connecti
 Addresses are keyed by `address_key` (`wormhole_common.addresses`): an IPv4 address (also
 written IPv4-mapped), or the /64 an IPv6 address is in.
 Memory is bounded: at most `max_tracked` keys per kind of state, idle ones forgotten first.
+
+Every limit is the server's, whatever `MAILBOX_WORKERS` is. In a worker group the kernel sends
+each address to one worker (`steering`), so that worker's per-address state is the server's;
+where it cannot, every worker enforces its share (`LimitSettings.shared_by`). The total number
+of connections is counted across workers (`Tally`).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from wormhole_common.addresses import address_key
 from wormhole_common.fdlimit import MEMORY_CEILING
@@ -57,7 +64,8 @@ REFUSALS = {
 class LimitSettings:
     """Defaults a real user never meets, argued in the README (MAILBOX_* variables)."""
 
-    max_connections: int = MEMORY_CEILING  # at start: fdlimit.connection_limits(...).total
+    max_connections: int = MEMORY_CEILING  # the server's (every worker's) connections
+    max_process_connections: int | None = None  # this process's, if fewer (its descriptors)
     max_connections_per_address: int = 250
     allocations_per_minute: float = 60  # also the burst: a full bucket holds a minute's worth
     mailboxes_per_minute: float = 60
@@ -65,13 +73,64 @@ class LimitSettings:
     nameplate_linger_seconds: float = 16 * 60  # MAILBOX_CHANNEL_EXPIRY + PRUNE_INTERVAL
     max_tracked: int = 32_768  # addresses remembered per kind of state: 25 MiB at most in all
 
+    def shared_by(self, workers: int) -> LimitSettings:
+        """What each of `workers` workers enforces when any of them may see any address: its
+        share of every per-address cap (rounded up) and rate (with a burst of at least one),
+        so an address gets at most N * ceil(cap / N) from the server, within N - 1 of the cap.
+        An address whose connections land unevenly is refused before it reaches the cap (and
+        a refused retry may land on a worker with room). The total is not divided: `Tally`
+        counts it across workers."""
+        if workers <= 1:
+            return self
+        return replace(
+            self,
+            max_connections_per_address=math.ceil(self.max_connections_per_address / workers),
+            allocations_per_minute=self.allocations_per_minute / workers,
+            mailboxes_per_minute=self.mailboxes_per_minute / workers,
+            nameplates_per_address=math.ceil(self.nameplates_per_address / workers),
+        )
+
+
+class Cells(Protocol):
+    """One integer per worker: a list, or a memoryview of shared memory."""
+
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[int]: ...
+    def __setitem__(self, index: int, value: int, /) -> None: ...
+
+
+class Tally:
+    """Open connections of every worker of a group, one cell each: a worker writes only its
+    own cell (no lock, so a killed worker cannot leave one held) and reads the sum. Two
+    workers admitting at the same instant may each see the other's count before it grew, so
+    the server total can pass the cap by at most N - 1, briefly. A worker that dies leaves its
+    cell as it was; the supervisor zeroes it (its connections died with it)."""
+
+    def __init__(self, cells: Cells, index: int) -> None:
+        self.cells = cells
+        self.index = index
+
+    @property
+    def workers(self) -> int:
+        return len(self.cells)
+
+    def set(self, count: int) -> None:
+        self.cells[self.index] = count
+
+    def total(self) -> int:
+        return sum(self.cells)
+
 
 class Connections:
     """Open connections, in total (counted at accept, before any byte is read) and per
-    address (counted once the address is known: at accept without a proxy, else at upgrade)."""
+    address (counted once the address is known: at accept without a proxy, else at upgrade).
+    In a worker group the total is the server's, through `tally`."""
 
-    def __init__(self, settings: LimitSettings) -> None:
+    def __init__(self, settings: LimitSettings, tally: Tally | None = None) -> None:
         self.settings = settings
+        self.tally = tally
+        self.process_cap = min(settings.max_connections,
+                               settings.max_process_connections or settings.max_connections)
         self.total = 0
         self.per_key: Counter[str] = Counter()
         self.answering = 0  # refused sockets being answered now
@@ -89,13 +148,19 @@ class Connections:
 
     def accept(self) -> Refusal | None:
         """A socket was accepted; on None the caller must call `closed()` when it is gone."""
-        if self.total >= self.settings.max_connections:
+        tally = self.tally
+        if self.total >= self.process_cap or (
+                tally is not None and tally.total() >= self.settings.max_connections):
             return REFUSALS["connections_total"]
         self.total += 1
+        if tally is not None:
+            tally.set(self.total)
         return None
 
     def closed(self) -> None:
         self.total -= 1
+        if self.tally is not None:
+            self.tally.set(self.total)
 
     def admit(self, host: str) -> Refusal | None:
         """The client's address is known; on None the caller must call `leave(host)`."""
@@ -121,7 +186,14 @@ class _Bucket:
 class TokenBuckets:
     """A token bucket per key: `capacity` tokens, refilled at `per_second`. A bucket that has
     refilled completely is forgotten (it is the same as a new one); past `max_tracked` keys the
-    least recently used are forgotten, which only ever errs towards admitting."""
+    least recently used are forgotten, which only ever errs towards admitting.
+
+    `per_minute` is a rate that is also its burst, at least one token (else a rate under one
+    a minute, or a worker's share of one, would never admit anything)."""
+
+    @classmethod
+    def per_minute(cls, rate: float, max_tracked: int) -> TokenBuckets:
+        return cls(max(1.0, rate), rate / 60, max_tracked)
 
     def __init__(self, capacity: float, per_second: float, max_tracked: int) -> None:
         self.capacity = capacity
@@ -219,16 +291,16 @@ class NameplateHolds:
 
 
 class Limits:
-    """All of one server's limits; `client()` gives a connection its own view."""
+    """All of one server's limits (a worker's part of them: `Tally`, `shared_by`);
+    `client()` gives a connection its own view."""
 
-    def __init__(self, settings: LimitSettings) -> None:
+    def __init__(self, settings: LimitSettings, tally: Tally | None = None) -> None:
         self.settings = settings
-        self.connections = Connections(settings)
-        self.allocations = TokenBuckets(settings.allocations_per_minute,
-                                        settings.allocations_per_minute / 60,
-                                        settings.max_tracked)
-        self.mailboxes = TokenBuckets(settings.mailboxes_per_minute,
-                                      settings.mailboxes_per_minute / 60, settings.max_tracked)
+        self.connections = Connections(settings, tally)
+        self.allocations = TokenBuckets.per_minute(settings.allocations_per_minute,
+                                                   settings.max_tracked)
+        self.mailboxes = TokenBuckets.per_minute(settings.mailboxes_per_minute,
+                                                 settings.max_tracked)
         self.nameplates = NameplateHolds(settings.nameplates_per_address,
                                          settings.nameplate_linger_seconds, settings.max_tracked)
 
