@@ -1,16 +1,18 @@
 """The program that sends each client address to one worker, run here by a small classic BPF
-interpreter over IP headers, agrees with `worker_for`, and spreads addresses over workers."""
+interpreter over IP headers (IPv4 packets, also those a dual-stack IPv6 socket receives, and
+IPv6 ones), agrees with `worker_for`, and spreads addresses over workers."""
 
 from __future__ import annotations
 
 import ipaddress
 import random
-import socket
 from collections import Counter
 
 import pytest
-from wormhole_mailbox.limits import address_key
+from wormhole_common.addresses import address_key
 from wormhole_mailbox.steering import (
+    JEQ_K,
+    LD_B_ABS,
     LD_W_ABS,
     MOD_K,
     MUL_K,
@@ -26,21 +28,31 @@ from wormhole_mailbox.steering import (
 )
 
 
-def ip_header(host: str) -> bytes:
-    """The IP header of a packet from `host` (only the source address matters)."""
+def ip_header(host: str, ttl: int = 64) -> bytes:
+    """The IP header of a packet from `host` (an IPv4-mapped one travels as IPv4), with
+    random bytes where the program must not look."""
     ip = ipaddress.ip_address(host)
-    if isinstance(ip, ipaddress.IPv4Address):
-        return bytes(12) + ip.packed + bytes(4)
-    return bytes(8) + ip.packed + bytes(16)
+    noise = random.Random(host).randbytes
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv4Address):  # version 4, header length 5 words
+        return b"\x45" + noise(7) + bytes([ttl]) + noise(3) + ip.packed + noise(4)
+    return b"\x60" + noise(6) + bytes([ttl]) + ip.packed + noise(16)
 
 
 def run(instructions: list[Instruction], header: bytes) -> int:
     """What the kernel returns for a packet with this IP header (the opcodes used only)."""
-    a = x = 0
-    for code, k in instructions:
-        if code == LD_W_ABS:
+    a = x = pc = 0
+    while True:
+        code, jt, jf, k = instructions[pc]
+        pc += 1
+        if code == LD_B_ABS:
+            a = header[k - SKF_NET_OFF]
+        elif code == LD_W_ABS:
             offset = k - SKF_NET_OFF
             a = int.from_bytes(header[offset:offset + 4], "big")
+        elif code == JEQ_K:
+            pc += jt if a == k else jf
         elif code == MUL_K:
             a = a * k & WORD
         elif code == RSH_K:
@@ -55,7 +67,6 @@ def run(instructions: list[Instruction], header: bytes) -> int:
             return a
         else:
             raise AssertionError(f"unexpected opcode {code:#x}")
-    raise AssertionError("no return")
 
 
 def random_hosts(count: int) -> list[str]:
@@ -67,9 +78,10 @@ def random_hosts(count: int) -> list[str]:
 
 @pytest.mark.parametrize("workers", [2, 3, 4, 16, 256])
 def test_the_program_sends_each_address_where_worker_for_says(workers: int) -> None:
-    for host in random_hosts(500):
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        assert run(program(family, workers), ip_header(host)) == worker_for(host, workers)
+    hosts = random_hosts(500)
+    for host in [*hosts, *(f"::ffff:{host}" for host in hosts if ":" not in host)]:
+        for ttl in (64, 128):  # hosts behind one NAT: the same key whatever their system
+            assert run(program(workers), ip_header(host, ttl)) == worker_for(host, workers)
 
 
 def test_one_key_of_the_limits_is_one_worker() -> None:

@@ -1,9 +1,11 @@
 """Worker processes under one supervisor: started, restarted when they die, drained on stop.
 
 A trio service is one thread on one core; to use every core the service runs as several
-processes that share the listening sockets (inherited descriptors: the kernel hands each new
-connection to whichever worker accepts first, so a busy worker takes fewer). The supervisor
-owns the sockets, so a restarted worker gets the same ones and nothing queued is lost.
+processes that listen on inherited sockets: one set shared by every worker (the kernel hands
+each new connection to whichever worker accepts first, so a busy worker takes fewer), or each
+worker's own (a SO_REUSEPORT group, where the kernel or a program attached to it chooses). The
+supervisor owns the sockets, so a restarted worker gets the same ones and nothing queued is
+lost.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class RestartPolicy:
 
 
 Command = Callable[[int], Sequence[str]]  # worker index -> argv
+Descriptors = Callable[[int], Sequence[int]]  # worker index -> the descriptors it inherits
 
 
 @dataclass
@@ -60,7 +63,7 @@ class Supervisor:
 
     count: int
     command: Command
-    pass_fds: Sequence[int]
+    pass_fds: Descriptors
     shutdown_seconds: float  # after SIGTERM, how long a worker may take before SIGKILL
     policy: RestartPolicy = field(default_factory=RestartPolicy)
     on_restart: Callable[[int], None] | None = None
@@ -87,7 +90,7 @@ class Supervisor:
 
     async def _run_once(self, index: int, stop: trio.Event) -> int:
         process = await trio.lowlevel.open_process(
-            list(self.command(index)), pass_fds=tuple(self.pass_fds),
+            list(self.command(index)), pass_fds=tuple(self.pass_fds(index)),
             # Its own session: a terminal's Ctrl-C reaches the supervisor only, which then
             # stops the workers in order instead of all of them at once.
             start_new_session=True, stdin=subprocess.DEVNULL,

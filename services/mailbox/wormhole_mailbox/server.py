@@ -11,12 +11,18 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from dataclasses import dataclass
 from functools import partial
 
 import trio
 from wormhole_common.accepting import serve_listeners
 from wormhole_common.database import Database
-from wormhole_common.fdlimit import ADDRESSES_SERVED, connection_limits, raise_open_file_limit
+from wormhole_common.fdlimit import (
+    ADDRESSES_SERVED,
+    MEMORY_CEILING,
+    connection_limits,
+    raise_open_file_limit,
+)
 from wormhole_common.listening import bound, open_listeners
 from wormhole_common.observability import MetricsEndpoint
 
@@ -26,7 +32,7 @@ from wormhole_mailbox.delivery import RemoteDelivery, local_delivery
 from wormhole_mailbox.front import serve_socket
 from wormhole_mailbox.gauges import refresh_in_use
 from wormhole_mailbox.hub import Hub
-from wormhole_mailbox.limits import Limits, LimitSettings
+from wormhole_mailbox.limits import Limits, LimitSettings, Tally
 from wormhole_mailbox.metrics import MailboxMetrics
 from wormhole_mailbox.paging import PageBounds
 from wormhole_mailbox.prune_loop import PruneLoop, PruneSettings
@@ -38,8 +44,19 @@ from wormhole_mailbox.store import Store
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class WorkerShare:
+    """A worker's part of its group's limits: the tally of every worker's connections, and
+    the number the per-address limits are divided by (1: each address comes to one worker)."""
+
+    tally: Tally
+    split: int = 1
+
+
 class MailboxServer:
-    def __init__(self, settings: MailboxSettings, db: Database) -> None:
+    def __init__(
+        self, settings: MailboxSettings, db: Database, share: WorkerShare | None = None,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.metrics = metrics = MailboxMetrics()
@@ -73,7 +90,7 @@ class MailboxServer:
             signal_error=settings.signal_error, hashcash_bits=settings.hashcash,
             allow_list=settings.allow_list,
         )
-        self.limits = open_limits(settings)
+        self.limits = open_limits(settings, share)
         self.handler = ConnectionHandler(services, config, settings.trusted_proxies,
                                          self.limits)
         self.port: int | None = None  # while accepting connections
@@ -149,16 +166,19 @@ class MailboxServer:
         return True
 
 
-def open_limits(settings: MailboxSettings) -> Limits:
-    """Raise the open-file limit to the hard limit (as the relay does) and size this process's
-    limits from what it got: connections leave descriptors for the database, the listeners
-    and `/metrics`, and one address may take at most a quarter of them."""
+def open_limits(settings: MailboxSettings, share: WorkerShare | None = None) -> Limits:
+    """Raise the open-file limit to the hard limit (as the relay does) and size the limits
+    from what it got: connections leave descriptors for the database, the listeners and
+    `/metrics`, and one address may take at most a quarter of them. Unset, the server's total
+    is every worker's descriptors, at most `MEMORY_CEILING` (memory is the machine's)."""
     open_files = raise_open_file_limit()
     sized = connection_limits(open_files, database_connections=settings.database_pool_size + 1,
                               per_address=settings.max_connections_per_ip)
-    total = settings.max_connections or sized.total
-    return Limits(LimitSettings(
+    workers = 1 if share is None else share.tally.workers
+    total = settings.max_connections or min(MEMORY_CEILING, sized.total * workers)
+    limits = LimitSettings(
         max_connections=total,
+        max_process_connections=settings.max_connections or sized.total,
         max_connections_per_address=min(settings.max_connections_per_ip,
                                         max(1, total // ADDRESSES_SERVED)),
         allocations_per_minute=settings.allocations_per_minute,
@@ -166,4 +186,8 @@ def open_limits(settings: MailboxSettings) -> Limits:
         nameplates_per_address=settings.nameplates_per_ip,
         nameplate_linger_seconds=settings.channel_expiry_seconds
         + settings.prune_interval_seconds,
-    ))
+    )
+    if share is None:
+        return Limits(limits)
+    share.tally.set(0)
+    return Limits(limits.shared_by(share.split), share.tally)

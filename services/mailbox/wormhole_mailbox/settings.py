@@ -52,12 +52,20 @@ class MailboxSettings(ServiceSettings):
         default_factory=available_cpus, ge=1, le=256,
         json_schema_extra={"shown_default": "CPUs available"},
         description="worker processes sharing the port (1: one process)")
+    workers_by_address: bool = Field(
+        default=True,
+        description="with MAILBOX_WORKERS > 1, the kernel sends every connection from one"
+        " address (an IPv6 /64) to one worker, so per-address limits hold exactly for the"
+        " server; false (or with MAILBOX_TRUSTED_PROXIES, or off Linux): the workers share the"
+        " port's queue and each enforces 1/MAILBOX_WORKERS of every per-address limit")
 
-    # -- limits and quotas (docs/mailbox-protocol.md §9.3): per process, by trusted address --
+    # -- limits and quotas (docs/mailbox-protocol.md §9.3): per server, whatever
+    # MAILBOX_WORKERS; the address is the trusted proxy's when there is one
     max_connections: Annotated[int | None, EmptyIsUnset] = Field(
         default=None, ge=1,
-        description="Open connections at most; unset: sized from the open-file limit (the"
-        " limit minus a reserve for the database pool, listeners and /metrics, at most 10,000)")
+        description="Open connections at most (per server); unset: sized from the open-file"
+        " limit (the limit minus a reserve for the database pool, listeners and /metrics, per"
+        " worker; at most 10,000 per server)")
     max_connections_per_ip: int = Field(
         default=250, ge=1,
         description="Open connections from one address (an IPv6 /64) at most; capped at a"

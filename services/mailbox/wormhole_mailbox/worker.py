@@ -15,8 +15,9 @@ from wormhole_common.logs import configure_logging
 from wormhole_common.settings import load_settings
 from wormhole_common.workers import exit_when_orphaned
 
-from wormhole_mailbox.group import inherited_listener, parse_worker_args
-from wormhole_mailbox.server import MailboxServer
+from wormhole_mailbox.group import inherited_cells, inherited_listener, parse_worker_args
+from wormhole_mailbox.limits import Tally
+from wormhole_mailbox.server import MailboxServer, WorkerShare
 from wormhole_mailbox.settings import MailboxSettings
 
 
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     listeners = [inherited_listener(fd) for fd in args.listen_fd]
     metrics_listener = inherited_listener(args.metrics_fd)
+    share = WorkerShare(Tally(inherited_cells(args.tally_fd), args.index), args.split)
 
     async def service(stop: trio.Event) -> None:
         db = Database(
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(exit_when_orphaned, args.parent, stop)
                 await db.wait_until_available(settings.database_startup_timeout_seconds)
-                server = MailboxServer(settings, db)
+                server = MailboxServer(settings, db, share)
                 await server.serve(stop, listeners=listeners, metrics_listener=metrics_listener)
                 nursery.cancel_scope.cancel()
         finally:
