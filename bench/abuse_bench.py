@@ -32,7 +32,7 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mailbox_bench import ONE_ADDRESS, tree_rss  # noqa: E402 - bench/ is the script's folder
+from mailbox_bench import ONE_ADDRESS, SOURCES, tree_rss  # noqa: E402 - bench/ is the script's folder
 
 from tests.support.postgres import TestCluster, free_port  # noqa: E402
 from tests.support.processes import wait_for_port  # noqa: E402
@@ -139,7 +139,7 @@ async def hostile_client(url: str, seconds: float) -> int:
 def run_load(url: str, pairs: int, seconds: float) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "mailbox_load.py"), url,
-         "--pairs", str(pairs), "--seconds", str(seconds)],
+         "--pairs", str(pairs), "--seconds", str(seconds), "--sources", str(SOURCES)],
         check=True, capture_output=True, text=True)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 

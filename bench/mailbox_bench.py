@@ -35,9 +35,10 @@ from tests.support.processes import wait_for_port  # noqa: E402
 
 REF_VENV = ROOT / "bench" / ".ref-venv-mailbox"
 TICKS = os.sysconf("SC_CLK_TCK")
+SOURCES = 256  # loopback addresses the load comes from: a worker group steers by address
 
-# Every simulated honest user connects from 127.0.0.1: lift the per-address quotas that would
-# otherwise (rightly) stop one address from allocating hundreds of nameplates a minute.
+# The simulated honest users connect from a few loopback addresses (`SOURCES`), each hundreds
+# of times a minute: lift the per-address quotas that would otherwise (rightly) stop them.
 ONE_ADDRESS = {"MAILBOX_ALLOCATIONS_PER_MINUTE": "1000000",
                "MAILBOX_NEW_MAILBOXES_PER_MINUTE": "1000000",
                "MAILBOX_NAMEPLATES_PER_IP": "1000000", "MAILBOX_MAX_CONNECTIONS_PER_IP": "100000"}
@@ -76,7 +77,7 @@ def run_load(ports: list[int], pairs: int, seconds: float) -> dict[str, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "mailbox_load.py"), *urls,
-         "--pairs", str(pairs), "--seconds", str(seconds)],
+         "--pairs", str(pairs), "--seconds", str(seconds), "--sources", str(SOURCES)],
         check=True, capture_output=True, text=True,
     )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # only the generator was reaped

@@ -12,7 +12,9 @@ and the server, not the generator, is what a run measures.
     python bench/mailbox_load.py ws://127.0.0.1:4000/v1 --pairs 50 --seconds 20
 
 With several URLs (several mailbox processes sharing a database) the two sides of each pair
-use different ones, so every message crosses processes.
+use different ones, so every message crosses processes. `--sources N` connects each side from
+one of N loopback addresses (127.0.0.1 upwards; Linux routes all of 127.0.0.0/8 to the
+loopback), as users come from many addresses: a worker group sends each address to one worker.
 """
 
 from __future__ import annotations
@@ -48,9 +50,10 @@ class RawWebSocket:
         self.writer = writer
 
     @classmethod
-    async def connect(cls, url: str) -> RawWebSocket:
+    async def connect(cls, url: str, source: str | None = None) -> RawWebSocket:
         parts = urlsplit(url)
-        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        reader, writer = await asyncio.open_connection(
+            parts.hostname, parts.port, local_addr=(source, 0) if source else None)
         key = base64.b64encode(os.urandom(16)).decode()
         writer.write(f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
                      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -103,9 +106,10 @@ class RawWebSocket:
 
 
 class Side:
-    def __init__(self, url: str, side: str, stats: Stats) -> None:
+    def __init__(self, url: str, side: str, stats: Stats, source: str | None = None) -> None:
         self.url = url
         self.side = side
+        self.source = source
         self.stats = stats
         self.ws: RawWebSocket | None = None
         self.sent_at: dict[str, float] = {}
@@ -125,7 +129,7 @@ class Side:
 
 
 async def run_side(me: Side, peer: Side, name_box: asyncio.Future[str], allocate: bool) -> None:
-    me.ws = ws = await RawWebSocket.connect(me.url)
+    me.ws = ws = await RawWebSocket.connect(me.url, me.source)
     try:
         await me.recv("welcome")
         await me.send(type="bind", appid=APPID, side=me.side, id="0001")
@@ -156,13 +160,25 @@ async def run_side(me: Side, peer: Side, name_box: asyncio.Future[str], allocate
         await ws.close()
 
 
-async def pair_loop(urls: list[str], index: int, stats: Stats, stop_at: float) -> None:
+def source(number: int, sources: int) -> str | None:
+    """The loopback address of user `number` (None: the system's choice, 127.0.0.1)."""
+    if sources <= 1:
+        return None
+    host = 1 + number % sources
+    return f"127.0.{host // 256}.{host % 256}"
+
+
+async def pair_loop(
+    urls: list[str], index: int, stats: Stats, stop_at: float, sources: int = 1,
+) -> None:
     n = 0
     while time.monotonic() < stop_at:
         n += 1
         # with several servers the two sides of a pair talk to different ones
-        a = Side(urls[index % len(urls)], f"a{index:04x}{n:05x}", stats)
-        b = Side(urls[(index + 1) % len(urls)], f"b{index:04x}{n:05x}", stats)
+        a = Side(urls[index % len(urls)], f"a{index:04x}{n:05x}", stats,
+                 source(2 * index, sources))
+        b = Side(urls[(index + 1) % len(urls)], f"b{index:04x}{n:05x}", stats,
+                 source(2 * index + 1, sources))
         name_box: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         try:
             await asyncio.wait_for(
@@ -176,10 +192,13 @@ async def pair_loop(urls: list[str], index: int, stats: Stats, stop_at: float) -
             stats.reasons[reason] = stats.reasons.get(reason, 0) + 1
 
 
-async def run_load(urls: list[str], pairs: int, seconds: float) -> tuple[Stats, float]:
+async def run_load(
+    urls: list[str], pairs: int, seconds: float, sources: int = 1,
+) -> tuple[Stats, float]:
     stats = Stats()
     start = time.monotonic()
-    await asyncio.gather(*(pair_loop(urls, i, stats, start + seconds) for i in range(pairs)))
+    await asyncio.gather(*(pair_loop(urls, i, stats, start + seconds, sources)
+                           for i in range(pairs)))
     return stats, time.monotonic() - start
 
 
@@ -204,8 +223,10 @@ def main() -> None:
     parser.add_argument("urls", nargs="+", metavar="url")
     parser.add_argument("--pairs", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--sources", type=int, default=1, metavar="N",
+                        help="connect from N loopback addresses (default 1: 127.0.0.1)")
     args = parser.parse_args()
-    stats, elapsed = asyncio.run(run_load(args.urls, args.pairs, args.seconds))
+    stats, elapsed = asyncio.run(run_load(args.urls, args.pairs, args.seconds, args.sources))
     print(json.dumps({"pid": os.getpid(), **summarise(stats, elapsed)}))
 
 
