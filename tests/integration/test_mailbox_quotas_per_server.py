@@ -68,7 +68,8 @@ def groups(database_url: str, tmp_path: Path) -> Iterator[list[ServiceProcess]]:
 
 async def attempt(port: int, source: str) -> trio.SocketStream | None:
     """An upgrade from `source`: the open stream if it got its 101, else None (a 503)."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=source)
+    target = "::1" if ":" in source else "127.0.0.1"
+    stream = await trio.open_tcp_stream(target, port, local_address=source)
     await stream.send_all(UPGRADE)
     head = b""
     while b"\r\n\r\n" not in head:
@@ -154,17 +155,20 @@ async def test_one_address_gets_at_most_the_allocation_rate_of_the_server(
 async def test_each_address_is_served_by_the_worker_the_program_names(
     database_url: str, tmp_path: Path, groups: list[ServiceProcess],
 ) -> None:
-    group = start_group(database_url, tmp_path)
+    """On the default dual-stack socket (::): IPv4 clients, and one IPv6 client."""
+    group = start_group(database_url, tmp_path, MAILBOX_HOST="::")
     groups.append(group)
+    assert STEERED in group.output()
     first, second = on_worker(0)[:3], on_worker(1)[:5]
+    (first if worker_for("::1", 2) == 0 else second).append("::1")
     with trio.fail_after(LIMIT):
         await wait_ready(group)
         async with holding(group.port, first + second) as held:
-            assert len(held) == 8
+            assert len(held) == 9
             _, body = await http_get(metrics_port(group), "/metrics")
     page = Page(body.decode())
     assert [page.value("wormhole_mailbox_connections_open", worker=worker)
-            for worker in ("0", "1")] == [3, 5]
+            for worker in ("0", "1")] == [len(first), len(second)]
 
 
 def worker_pid(service: ServiceProcess, index: int) -> int:
