@@ -37,7 +37,7 @@ REF_VENV = ROOT / "bench" / ".ref-venv-mailbox"
 TICKS = os.sysconf("SC_CLK_TCK")
 SOURCES = 256  # loopback addresses the load comes from: a worker group steers by address
 
-# The simulated honest users connect from a few loopback addresses (`SOURCES`), each hundreds
+# The simulated honest users connect from `SOURCES` loopback addresses, each hundreds
 # of times a minute: lift the per-address quotas that would otherwise (rightly) stop them.
 ONE_ADDRESS = {"MAILBOX_ALLOCATIONS_PER_MINUTE": "1000000",
                "MAILBOX_NEW_MAILBOXES_PER_MINUTE": "1000000",
