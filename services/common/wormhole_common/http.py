@@ -101,6 +101,25 @@ async def linger(stream: trio.abc.Stream) -> None:
             drained += len(chunk)
 
 
+async def get(host: str, port: int, path: str) -> tuple[int, bytes]:
+    """One GET to one of our own endpoints (which close after answering): its status and
+    body; `OSError` if it cannot be reached, status 0 if it ends before answering."""
+    stream = await trio.open_tcp_stream(host, port)
+    async with stream:
+        await stream.send_all(f"GET {path} HTTP/1.0\r\n\r\n".encode("ascii"))
+        try:
+            head = await read_head(stream)
+        except (HandshakeError, trio.BrokenResourceError):
+            return 0, b""
+        if head is None:
+            return 0, b""
+        chunks = [head.split(b"\r\n\r\n", 1)[1]]
+        while chunk := await stream.receive_some(RECEIVE_BYTES):
+            chunks.append(chunk)
+    status = head.split(b" ", 2)[1]
+    return int(status) if status.isdigit() else 0, b"".join(chunks)
+
+
 async def answer_and_close(stream: trio.abc.Stream, data: bytes) -> None:
     try:
         await answer(stream, data)

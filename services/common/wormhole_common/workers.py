@@ -107,11 +107,21 @@ class Supervisor:
 
     async def _stop_when_asked(self, process: trio.Process, stop: trio.Event) -> None:
         await stop.wait()
-        process.send_signal(signal.SIGTERM)
-        await trio.sleep(self.shutdown_seconds)
-        log.warning("worker %d did not stop in %.0f s; killing it",
-                    process.pid, self.shutdown_seconds)
-        process.kill()
+        await stop_child(f"worker {process.pid}", process, signal.SIGTERM,
+                         self.shutdown_seconds)
+
+
+async def stop_child(name: str, proc: trio.Process, sig: signal.Signals,
+                     patience: float) -> int:
+    """Send `sig`, wait up to `patience` seconds, then kill (saying so in one line); returns
+    the exit status."""
+    if proc.returncode is None:
+        proc.send_signal(sig)
+    with trio.move_on_after(patience):
+        return await proc.wait()
+    log.warning("%s did not stop within %g s: killing it", name, patience)
+    proc.kill()
+    return await proc.wait()
 
 
 def _describe(code: int) -> str:

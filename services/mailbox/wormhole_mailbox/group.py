@@ -24,8 +24,8 @@ from typing import Final
 
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from wormhole_common import http
 from wormhole_common.group_metrics import GroupCollector
-from wormhole_common.http import read_head
 from wormhole_common.listening import bound
 from wormhole_common.observability import MetricsEndpoint
 from wormhole_common.workers import Supervisor
@@ -108,7 +108,7 @@ class WorkerGroup:
 
         async def one(index: int, port: int) -> None:
             with trio.move_on_after(SCRAPE_SECONDS):
-                status, body = await http_get(port, "/metrics")
+                status, body = await http.get("127.0.0.1", port, "/metrics")
                 if status == 200:
                     pages[str(index)] = body.decode("utf-8")
 
@@ -121,27 +121,12 @@ class WorkerGroup:
         for port in self.metrics_ports:
             with trio.move_on_after(SCRAPE_SECONDS):
                 try:
-                    status, _ = await http_get(port, "/readyz")
+                    status, _ = await http.get("127.0.0.1", port, "/readyz")
                 except OSError:
                     continue
                 if status == 200:
                     return True
         return False
-
-
-async def http_get(port: int, path: str) -> tuple[int, bytes]:
-    """One GET to a worker's private endpoint, which closes after answering."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(f"GET {path} HTTP/1.0\r\n\r\n".encode("ascii"))
-        head = await read_head(stream)
-        if head is None:
-            return 0, b""
-        chunks = [head.split(b"\r\n\r\n", 1)[1]]
-        while chunk := await stream.receive_some(65536):
-            chunks.append(chunk)
-    status = int(head.split(b" ", 2)[1])
-    return status, b"".join(chunks)
 
 
 def worker_command(

@@ -23,6 +23,7 @@ from wormhole_common.cli import config_exit, parse_command_line
 from wormhole_common.logs import configure_logging
 from wormhole_common.settings import ConfigError, load_settings, unknown_variables
 from wormhole_common.startup import StartupError, check_port
+from wormhole_common.workers import stop_child
 from wormhole_mailbox.settings import MailboxSettings
 from wormhole_transit.settings import TransitSettings
 
@@ -33,7 +34,7 @@ from wormhole_stack.account import (
     run_as,
     server_user,
 )
-from wormhole_stack.children import ChildFailed, spawn, stop, wait_ready
+from wormhole_stack.children import ChildFailed, spawn, wait_ready
 from wormhole_stack.embedded import EmbeddedPostgres
 from wormhole_stack.postgres import PostgresError
 from wormhole_stack.prometheus import start_prometheus
@@ -250,9 +251,9 @@ class Stack:
                   "transit": self.transit.shutdown_grace_seconds}
         async with trio.open_nursery() as nursery:
             for name, proc in self.services.items():
-                nursery.start_soon(stop, name, proc, signal.SIGTERM, graces[name] + 10)
+                nursery.start_soon(stop_child, name, proc, signal.SIGTERM, graces[name] + 10)
             for name, proc in self.helpers.items():
-                nursery.start_soon(stop, name, proc, signal.SIGTERM, 30)
+                nursery.start_soon(stop_child, name, proc, signal.SIGTERM, 30)
         if self.database is not None:
             await self.database.stop()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from wormhole_common import http
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +49,13 @@ async def answers(host: str, port: int, path: str | None) -> bool:
     """`host:port` accepts a connection and, given a `path`, answers it with 200 (in 10 s)."""
     with trio.move_on_after(10):
         try:
-            stream = await trio.open_tcp_stream(host, port)
+            if path is None:
+                stream = await trio.open_tcp_stream(host, port)
+                await stream.aclose()
+                return True
+            return (await http.get(host, port, path))[0] == 200
         except OSError:
             return False
-        async with stream:
-            if path is None:
-                return True
-            try:
-                await stream.send_all(f"GET {path} HTTP/1.0\r\n\r\n".encode())
-                head = await stream.receive_some(64)
-            except trio.BrokenResourceError:
-                return False
-            return head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200"))
     return False
 
 
@@ -82,12 +77,3 @@ async def wait_ready(name: str, proc: trio.Process, host: str, port: int, *, pat
                       proc.returncode)
 
 
-async def stop(name: str, proc: trio.Process, sig: signal.Signals, patience: float) -> int:
-    """Send `sig`, wait up to `patience` seconds, then kill; returns the exit status."""
-    if proc.returncode is None:
-        proc.send_signal(sig)
-    with trio.move_on_after(patience):
-        return await proc.wait()
-    log.warning("%s did not stop within %g s: killing it", name, patience)
-    proc.kill()
-    return await proc.wait()

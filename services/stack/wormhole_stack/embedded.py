@@ -14,9 +14,10 @@ import trio
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from wormhole_common.startup import failure_reason
+from wormhole_common.workers import stop_child
 
 from wormhole_stack.account import make_reachable, run_as
-from wormhole_stack.children import ChildFailed, spawn, stop
+from wormhole_stack.children import ChildFailed, spawn
 from wormhole_stack.postgres import (
     PostgresError,
     bin_dir,
@@ -106,4 +107,4 @@ class EmbeddedPostgres:
     async def stop(self) -> None:
         """Fast shutdown (SIGINT): sessions are ended, the data stays consistent."""
         if self.proc is not None:
-            await stop("PostgreSQL", self.proc, signal.SIGINT, 60)
+            await stop_child("PostgreSQL", self.proc, signal.SIGINT, 60)

@@ -22,9 +22,9 @@ import subprocess
 from pathlib import Path
 
 import trio
+from wormhole_common.workers import stop_child
 
 from wormhole_stack.account import run_as
-from wormhole_stack.children import stop
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def initdb(data: Path, superuser: str, account: pwd.struct_passwd | None) -> boo
 
 
 async def _stop_initdb(proc: trio.Process) -> None:
-    await stop("initdb", proc, signal.SIGTERM, 10)
+    await stop_child("initdb", proc, signal.SIGTERM, 10)
 
 
 async def create_cluster(data: Path, superuser: str, account: pwd.struct_passwd | None) -> None:

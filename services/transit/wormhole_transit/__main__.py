@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import resource
 from collections.abc import Sequence
 
 import trio
 from wormhole_common.cli import start
 from wormhole_common.database import Database
+from wormhole_common.fdlimit import raise_open_file_limit
 from wormhole_common.lifecycle import run_service
 from wormhole_common.startup import check_port, wait_for_database
 
@@ -19,20 +19,6 @@ from wormhole_transit.usage import UsageRecorder
 log = logging.getLogger("wormhole_transit")
 
 SUMMARY = "The Magic Wormhole transit relay: pairs two clients by token and relays bytes."
-
-
-def raise_fd_limit() -> None:
-    """Each connection is a file descriptor; a soft limit of 1024 once capped the
-    reference's concurrency (docs/transit-protocol.md §2)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or (hard != resource.RLIM_INFINITY and soft >= hard):
-        return
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ValueError, OSError) as exc:
-        log.warning("could not raise the open-file limit from %d: %s", soft, exc)
-        return
-    log.info("raised the open-file limit from %d to %d", soft, hard)
 
 
 def check_ports(settings: TransitSettings) -> None:
@@ -62,7 +48,7 @@ async def open_database(settings: TransitSettings) -> Database | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = start(TransitSettings, "wormhole-transit", SUMMARY, argv)
-    raise_fd_limit()
+    raise_open_file_limit()  # each connection is a descriptor (docs/transit-protocol.md §2)
     if settings.blur_usage_seconds:
         log.info("blurring access times to %d seconds", settings.blur_usage_seconds)
     else:
