@@ -32,7 +32,7 @@ CONFIG_EXIT = 2  # the process cannot start as configured; retrying will not hel
 
 
 def default_text(cls: type[EnvSettings], field: str) -> str:
-    """A field's default as the README and `--help` show it (a computed default says how
+    """A field's default as docs/configuration.md and `--help` show it (a computed default says how
     it is computed in `json_schema_extra={"shown_default": ...}`)."""
     info = cls.model_fields[field]
     if isinstance(info.json_schema_extra, dict) and "shown_default" in info.json_schema_extra:

@@ -62,7 +62,7 @@ REFUSALS = {
 
 @dataclass(frozen=True)
 class LimitSettings:
-    """Defaults a real user never meets, argued in the README (MAILBOX_* variables)."""
+    """Defaults a real user never meets, argued in docs/configuration.md (MAILBOX_* variables)."""
 
     max_connections: int = MEMORY_CEILING  # the server's (every worker's) connections
     max_process_connections: int | None = None  # this process's, if fewer (its descriptors)

@@ -1,4 +1,5 @@
-"""The README's variable tables and the settings classes (the one source of truth) agree."""
+"""The configuration reference's variable tables and the settings classes (the one source of
+truth) agree."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ from wormhole_mailbox.settings import MailboxSettings
 from wormhole_stack.settings import StackSettings
 from wormhole_transit.settings import TransitSettings
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 ROW = re.compile(r"^\| `([A-Z_]+)`[^|]* \| ([^|]+) \|")
 
 
 def readme_rows(prefix: str) -> dict[str, str]:
     rows = {}
-    for line in README.read_text(encoding="utf-8").splitlines():
+    for line in REFERENCE.read_text(encoding="utf-8").splitlines():
         match = ROW.match(line)
         if match and match.group(1).startswith(prefix):
             default = match.group(2).strip().split(" (", 1)[0].strip("`")
