@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import struct
+
 import psycopg
 import pytest
 from wormhole_common.database import DatabaseUnavailable
 from wormhole_common.lifecycle import explain
-from wormhole_common.startup import StartupError, failure_reason, is_refusal
+from wormhole_common.pgprobe import PROTOCOL_3_0, Verdict, classify, probe, startup_message
+from wormhole_common.startup import StartupError, failure_reason
 
 SHOWN = "MAILBOX_DATABASE_URL=postgresql://u:***@db/x"
 
@@ -33,23 +36,41 @@ def test_a_bug_is_not_explained_away() -> None:
     assert explain(ExceptionGroup("g", [KeyError("x")]), SHOWN) is None
 
 
-@pytest.mark.parametrize(("message", "refused"), [
-    ('connection failed: connection to server at "h", port 5432 failed: FATAL:  password'
-     ' authentication failed for user "u"', True),
-    ('connection failed: connection to server at "h", port 5432 failed: FATAL:  database "x"'
-     " does not exist", True),
-    ('connection failed: connection to server at "h", port 5432 failed: FATAL:  role "x" does'
-     " not exist", True),
-    ('connection failed: connection to server at "h", port 5432 failed: FATAL:  no pg_hba.conf'
-     ' entry for host "10.0.0.1", user "u", database "x", no encryption', True),
-    ('connection failed: connection to server at "h", port 5432 failed: fe_sendauth: no'
-     " password supplied", True),
-    ('connection failed: connection to server at "h", port 5432 failed: Connection refused\n'
-     "\tIs the server running on that host and accepting TCP/IP connections?", False),
-    ("connection failed: timeout expired", False),
+def backend(kind: bytes, payload: bytes) -> bytes:
+    return kind + struct.pack("!I", len(payload) + 4) + payload
+
+
+def error(sqlstate: str, text: str = "FATAL:  irgendwas auf Deutsch") -> bytes:
+    """An ErrorResponse in any language: only its SQLSTATE field is read."""
+    return backend(b"E", b"SFATAL\0C" + sqlstate.encode() + b"\0M" + text.encode() + b"\0\0")
+
+
+AUTH_OK = backend(b"R", struct.pack("!I", 0))
+
+
+@pytest.mark.parametrize(("answer", "verdict"), [
+    (error("28000"), Verdict.REFUSED),  # no pg_hba.conf entry, before any password
+    (AUTH_OK + error("3D000"), Verdict.REFUSED),  # trusted, but no such database
+    (AUTH_OK + error("28000"), Verdict.REFUSED),  # no such role
+    (backend(b"R", struct.pack("!I", 10) + b"SCRAM-SHA-256\0\0"), Verdict.REFUSED),
+    (backend(b"R", struct.pack("!I", 5) + b"salt"), Verdict.REFUSED),  # md5: it wants one
+    (error("57P03"), Verdict.TRANSIENT),  # starting up or shutting down
+    (error("53300"), Verdict.TRANSIENT),  # too many connections
+    (AUTH_OK + backend(b"S", b"a\0b\0") + backend(b"Z", b"I"), Verdict.TRANSIENT),
 ])
-def test_refusals_are_told_from_unreachable_servers(message: str, refused: bool) -> None:
-    assert is_refusal(psycopg.OperationalError(message)) is refused
+def test_refusals_are_told_from_outages_by_sqlstate(answer: bytes, verdict: Verdict) -> None:
+    assert classify(answer) is verdict
+    assert classify(answer[:-1]) in (None, verdict)  # a message cut short says nothing yet
+
+
+def test_the_startup_message_names_user_and_database() -> None:
+    message = startup_message("u", "db")
+    assert struct.unpack("!II", message[:8]) == (len(message), PROTOCOL_3_0)
+    assert message[8:] == b"user\0u\0database\0db\0\0"
+
+
+def test_an_unreachable_server_is_transient() -> None:
+    assert probe({"host": "127.0.0.1", "port": "1", "user": "u"}, 1) is Verdict.TRANSIENT
 
 
 def test_failure_reason_is_the_first_line_without_the_preamble() -> None:

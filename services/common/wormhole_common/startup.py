@@ -2,9 +2,10 @@
 
 A port in use is found before the service starts (by binding each configured address as the
 server will, then letting go), so the message can name the variable. The database is tried
-before anything else: a refused password or a missing database is a configuration error
-(SQLSTATE 28P01/28000/3D000; libpq reports connection failures as text only, so the text is
-matched), an unreachable server is retried with one progress line every few seconds.
+before anything else: a refused password or a missing database is a configuration error,
+told from an outage by SQLSTATE (`pgprobe`: libpq reports connection failures as text in the
+server's language), and an unreachable server is retried with one progress line every few
+seconds.
 """
 
 from __future__ import annotations
@@ -16,23 +17,14 @@ from typing import Any
 
 import psycopg
 import trio
+from psycopg.conninfo import conninfo_to_dict
 
 from wormhole_common.listening import DUAL_STACK, IPV4_ANY, dual_stack_socket, endpoint
+from wormhole_common.pgprobe import Verdict, probe
 
 log = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 5
-# libpq's wording for the server refusing who we are or what we asked for.
-_REFUSALS = (
-    "password authentication failed",  # 28P01
-    "authentication failed",  # 28000 and friends (peer, ident, cert)
-    "no pg_hba.conf entry",  # 28000
-    "no password supplied",  # the server wants a password and none was given
-    "is not permitted to log in",  # 28000
-    "does not exist",  # 3D000: database; 28000: role
-)
-
-
 class StartupError(Exception):
     """The service cannot start: `str()` is the one line to print, `code` the exit status."""
 
@@ -86,15 +78,23 @@ def failure_reason(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def is_refusal(exc: psycopg.Error) -> bool:
-    """The server answered and said no: retrying cannot help."""
-    text = str(exc).lower()
-    return any(marker in text for marker in _REFUSALS)
-
-
 def _try_connect(url: str, timeout: float) -> None:
-    with psycopg.connect(url, connect_timeout=max(2, int(timeout)), autocommit=True) as conn:
-        conn.execute("SELECT 1")
+    """Connect once; `Refused` if the server said no to who we are or what we asked for."""
+    try:
+        with psycopg.connect(url, connect_timeout=max(2, int(timeout)),
+                             autocommit=True) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.OperationalError as exc:
+        if exc.sqlstate is None:  # a failed connection: ask the server why
+            params = conninfo_to_dict(url)
+            verdict = probe({k: str(v) for k, v in params.items()}, max(1.0, timeout))
+            if verdict is Verdict.REFUSED:
+                raise Refused(failure_reason(exc)) from exc
+        raise
+
+
+class Refused(Exception):
+    """The database refused the connection: retrying cannot help."""
 
 
 async def wait_for_database(url: str, shown: str, patience: float) -> str | None:
@@ -111,10 +111,9 @@ async def wait_for_database(url: str, shown: str, patience: float) -> str | None
             await trio.to_thread.run_sync(_try_connect, url, min(left, PROGRESS_SECONDS),
                                           abandon_on_cancel=True)
             return None
+        except Refused as exc:
+            raise StartupError(f"the database refused us ({shown}): {exc}", 2) from None
         except psycopg.Error as exc:
-            if is_refusal(exc):
-                raise StartupError(f"the database refused us ({shown}): {failure_reason(exc)}",
-                                   2) from None
             reason = failure_reason(exc)
         left = deadline - time.monotonic()
         if left <= 0:
