@@ -11,6 +11,7 @@ from wormhole_common.settings import EmptyIsUnset, PoolSize, Port, ServiceSettin
 from wormhole_common.workers import available_cpus
 
 from wormhole_mailbox.addresses import Network
+from wormhole_mailbox.limits import LimitSettings
 
 
 class MailboxSettings(ServiceSettings):
@@ -67,14 +68,14 @@ class MailboxSettings(ServiceSettings):
         " limit (the limit minus a reserve for the database pool, listeners and /metrics, per"
         " worker; at most 10,000 per server)")
     max_connections_per_ip: int = Field(
-        default=250, ge=1,
+        default=LimitSettings.max_connections_per_address, ge=1,
         description="Open connections from one address (an IPv6 /64) at most; capped at a"
         " quarter of MAILBOX_MAX_CONNECTIONS so other addresses are still served")
     allocations_per_minute: float = Field(
-        default=60, gt=0,
+        default=LimitSettings.allocations_per_minute, gt=0,
         description="Nameplate allocations per address and minute (also the burst)")
     new_mailboxes_per_minute: float = Field(
-        default=60, gt=0,
+        default=LimitSettings.mailboxes_per_minute, gt=0,
         description="New mailboxes (a claim of a nameplate the connection did not allocate,"
         " or an open of a mailbox its claim did not return) per address and minute")
     mailbox_max_messages: int = Field(
@@ -103,7 +104,7 @@ class MailboxSettings(ServiceSettings):
         description="Deadline of one command's store op; past it the client gets an error"
         " and the connection is closed (1011)")
     nameplates_per_ip: int = Field(
-        default=100, ge=1,
+        default=LimitSettings.nameplates_per_address, ge=1,
         description="Nameplates one address may hold at once (allocated or claimed, until"
         " released or expired)")
 
