@@ -9,7 +9,8 @@ import trio
 from wormhole_transit.handshake import OK
 from wormhole_transit.ledger import Connection, Ledger
 from wormhole_transit.metrics import TransitMetrics
-from wormhole_transit.relay import Endpoint, Lost, PairStats, StreamEndpoint, close_streams, relay
+from wormhole_transit.relay import Endpoint, Lost, StreamEndpoint, close_streams, relay
+from wormhole_transit.stats import PairStats
 
 
 async def run_pair(book: Ledger, metrics: TransitMetrics, first: Connection,
