@@ -10,7 +10,7 @@ import pytest
 from wormhole_transit.handshake import Handshake
 from wormhole_transit.machine import Ended, InvalidInput, Machine, State
 from wormhole_transit.records import Mood, Usage
-from wormhole_transit.rendezvous import Pair, Rendezvous, Wait
+from wormhole_transit.rendezvous import Cause, Pair, Rendezvous, Wait
 
 TOKEN = b"t" * 64
 
@@ -159,7 +159,7 @@ def test_leaving_forgets_the_waiter() -> None:
     meet: Rendezvous[Conn] = Rendezvous()
     a, b = Conn("a"), Conn("b")
     meet.arrive(a, hs(b"1" * 16), 11.0)
-    assert meet.lost(a, 20.0) == single(Mood.LONELY, 10.0, 20.0, State.WAITING)
+    assert meet.end(a, Cause.LOST, 20.0) == single(Mood.LONELY, 10.0, 20.0, State.WAITING)
     assert meet.arrive(b, hs(b"2" * 16), 21.0) == Wait()
 
 
@@ -168,6 +168,29 @@ def test_timeout_and_early_data_leave_the_table() -> None:
     a, b = Conn("a"), Conn("b")
     meet.arrive(a, hs(b"1" * 16), 11.0)
     meet.arrive(b, hs(b"1" * 16), 11.0)
-    assert meet.timeout(a, 40.0).mood is Mood.LONELY
-    assert meet.early_data(b, 41.0).mood is Mood.IMPATIENT
+    assert meet.end(a, Cause.TIMEOUT, 40.0) == single(Mood.LONELY, 10.0, 40.0, State.WAITING)
+    assert meet.end(b, Cause.EARLY_DATA, 41.0) == single(Mood.IMPATIENT, 10.0, 41.0,
+                                                         State.WAITING)
     assert (meet.waiting_connections, meet.waiting_tokens) == (0, 0)
+
+
+@pytest.mark.parametrize(("cause", "mood"), [(Cause.BAD_LINE, Mood.ERRORY),
+                                             (Cause.OVERLONG_LINE, Mood.EMPTY),
+                                             (Cause.TIMEOUT, Mood.EMPTY),
+                                             (Cause.LOST, Mood.EMPTY)])
+def test_each_cause_ends_a_handshaking_connection(cause: Cause, mood: Mood) -> None:
+    meet: Rendezvous[Conn] = Rendezvous()
+    a = Conn("a")
+    assert meet.end(a, cause, 12.0) == single(mood, 10.0, 12.0, State.HANDSHAKING)
+    assert meet.end(a, Cause.LOST, 13.0) is None  # the socket closes after every end
+
+
+def test_a_pair_ends_happy_once_through_its_first_side() -> None:
+    meet: Rendezvous[Conn] = Rendezvous()
+    a, b = Conn("a"), Conn("b", Machine(12.0))
+    meet.arrive(a, hs(None), 11.0)
+    meet.arrive(b, hs(None), 12.0)
+    assert meet.end(a, Cause.LOST, 20.0, 5) == Ended(
+        Mood.HAPPY, Usage(10.0, 10.0, 2.0, 5, Mood.HAPPY), State.RELAYING)
+    assert meet.end(b, Cause.LOST, 20.0, 5) == Ended(Mood.JILTED, None, State.RELAYING)
+    assert meet.end(a, Cause.LOST, 21.0) is meet.end(b, Cause.LOST, 21.0) is None

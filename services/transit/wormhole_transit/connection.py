@@ -4,9 +4,9 @@ A connection has one task while it sends its handshake. A TCP connection that mu
 its partner then gives up its task: it is parked in the `WaitingRoom` (one selector, one task for
 all waiting connections). The partner's task takes it back and runs the pair. A WebSocket
 connection keeps its one task while waiting (it reads the stream, to answer pings); the
-partner wakes it by cancelling its scope and relays once it has let go of its socket. Every
-decision is an input to the connection's state machine (`machine.py`) through the rendezvous;
-this file performs the I/O.
+partner wakes it by cancelling its scope and relays once it has let go of its socket. What
+this file sees (a handshake, a cause that ends a connection, a closed socket) it tells the
+`Ledger`, which owns every connection's end; this file performs the I/O.
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ from wormhole_transit.handshake import (
     parse_message,
 )
 from wormhole_transit.ledger import Connection, Ledger
-from wormhole_transit.machine import Machine, State
-from wormhole_transit.metrics import TransitMetrics
+from wormhole_transit.machine import State
 from wormhole_transit.pair import run_pair
 from wormhole_transit.records import Mood
 from wormhole_transit.relay import (
@@ -44,7 +43,7 @@ from wormhole_transit.relay import (
     StreamEndpoint,
     WebSocketEndpoint,
 )
-from wormhole_transit.rendezvous import Pair, Wait
+from wormhole_transit.rendezvous import Cause
 from wormhole_transit.waiting import WaitingRoom
 
 log = logging.getLogger(__name__)
@@ -58,16 +57,11 @@ FAREWELLS: dict[Mood | None, bytes] = {Mood.ERRORY: BAD_HANDSHAKE, Mood.IMPATIEN
 class ConnectionHandler:
     """Serves TCP and WebSocket connections, from the handshake to the end of the pair."""
 
-    def __init__(
-        self, book: Ledger, metrics: TransitMetrics, *, handshake_timeout: float,
-        lonely_timeout: float, blur_seconds: int | None = None, use_splice: bool = HAS_SPLICE,
-    ) -> None:
+    def __init__(self, book: Ledger, *, handshake_timeout: float, lonely_timeout: float,
+                 use_splice: bool = HAS_SPLICE) -> None:
         self.book = book
-        self.rendezvous = book.rendezvous
-        self.metrics = metrics
         self.handshake_timeout = handshake_timeout
         self.lonely_timeout = lonely_timeout
-        self.blur_seconds = blur_seconds
         self.use_splice = use_splice
         self.room: WaitingRoom[Connection] = WaitingRoom(
             lonely_timeout, on_readable=self._parked_readable, on_timeout=self._parked_timeout)
@@ -86,9 +80,7 @@ class ConnectionHandler:
         now = time.time()
         parked = self.room.unpark_all()
         for conn, sock in parked:
-            self.book.ended(self.rendezvous.lost(conn, now))
-            sock.close()
-            self.book.closed(conn)
+            self._drop(conn, sock, now)
         unpaired = [c for c in self.book.connections if c.machine.state is not State.RELAYING]
         for conn in unpaired:
             conn.scope.cancel()
@@ -102,12 +94,9 @@ class ConnectionHandler:
 
     async def _serve(self, stream: trio.SocketStream, kind: str,
                      watch: _TcpWatch | _WebSocketWatch) -> None:
-        ip = self.book.admission.admit(stream)
-        if ip is None:
+        conn = self.book.admit(stream, kind, time.time())
+        if conn is None:
             return
-        conn = Connection(Machine(time.time(), self.blur_seconds), ip)
-        self.book.opened(conn)
-        self.metrics.connections[kind].inc()
         parked = False
         try:
             parked = await self._run(conn, watch)
@@ -115,8 +104,7 @@ class ConnectionHandler:
             log.exception("connection handler failed")
         finally:
             if not parked:  # a parked connection is the waiting room's, then its partner's
-                self.book.ended(self.rendezvous.lost(conn, time.time()))
-                self.book.closed(conn)
+                self.book.close(conn, time.time())
 
     async def _run(self, conn: Connection, watch: _TcpWatch | _WebSocketWatch) -> bool:
         """Serve until the connection ends; True if it was parked instead."""
@@ -144,7 +132,7 @@ class ConnectionHandler:
                 conn.released.set()
         self._handshake_or_wait_ended(conn, result, sent=sent)
         if first is not None:
-            await run_pair(self.book, self.metrics, first, conn, use_splice=self.use_splice)
+            await run_pair(self.book, first, conn, use_splice=self.use_splice)
         elif conn.pair_done is not None and conn.machine.state is State.RELAYING:
             await conn.pair_done.wait()  # the partner's task relays; keep our socket open
         elif conn.machine.state is State.DONE and conn.endpoint is not None:
@@ -154,39 +142,37 @@ class ConnectionHandler:
 
     def _handshake_or_wait_ended(self, conn: Connection, result: Result | None, *,
                                  sent: bool) -> None:
-        """The input for how the handshake or the wait ended, if nothing decided it yet."""
-        machine, now = conn.machine, time.time()
-        if machine.state is State.HANDSHAKING:
+        """Tell the ledger how the handshake or the wait ended, if nothing decided it yet (a
+        client that left during the handshake ends when its socket is closed)."""
+        state, cause = conn.machine.state, None
+        if state is State.HANDSHAKING:
             if isinstance(result, Rejected):
-                self.book.ended(machine.handshake_bad(now))
+                cause = Cause.BAD_LINE
             elif isinstance(result, Overlong):
-                self.book.ended(machine.handshake_overlong(now))
+                cause = Cause.OVERLONG_LINE
             elif _timed_out(conn.scope):
-                self.book.timeout(conn, now)
-        elif machine.state is State.WAITING:
+                cause = Cause.TIMEOUT
+        elif state is State.WAITING:
             if sent:
-                self.book.ended(self.rendezvous.early_data(conn, now))
+                cause = Cause.EARLY_DATA
             elif _timed_out(conn.scope):
-                self.book.timeout(conn, now)
+                cause = Cause.TIMEOUT
             else:
-                self.book.ended(self.rendezvous.lost(conn, now))
+                cause = Cause.LOST
+        if cause is not None:
+            self.book.end(conn, cause, time.time())
 
     def _arrive(self, conn: Connection, accepted: Accepted) -> Connection | None:
         """A valid handshake; the partner that was waiting, if it paired."""
-        outcome = self.rendezvous.arrive(conn, accepted.handshake, time.time(),
-                                         early=bool(accepted.rest))
-        self.book.count_waiting()
-        if isinstance(outcome, Wait):
+        pair = self.book.arrive(conn, accepted.handshake, time.time(),
+                                early=bool(accepted.rest))
+        if pair is None:
             return None
-        if not isinstance(outcome, Pair):
-            self.book.ended(outcome)
-            return None
-        for waiter, ended in outcome.redundant:
-            self.book.ended(ended)
+        for waiter, _ended in pair.redundant:
             self._wake(waiter, paired=False)
         conn.pending = accepted.rest
-        self._wake(outcome.first, paired=True)
-        return outcome.first
+        self._wake(pair.first, paired=True)
+        return pair.first
 
     def _wake(self, waiter: Connection, *, paired: bool) -> None:
         """A waiter's wait is over: paired, or redundant."""
@@ -208,18 +194,20 @@ class ConnectionHandler:
             return
         except OSError:
             sent = False
-        now = time.time()
         if sent:
-            self.book.ended(self.rendezvous.early_data(conn, now))
+            self.book.end(conn, Cause.EARLY_DATA, time.time())
             self._bye(conn, sock, IMPATIENT)
         else:
-            self.book.ended(self.rendezvous.lost(conn, now))
-            sock.close()  # the client has gone: nothing to flush
-            self.book.closed(conn)
+            self._drop(conn, sock, time.time())  # the client has gone: nothing to flush
 
     def _parked_timeout(self, conn: Connection, sock: socket.socket) -> None:
-        self.book.timeout(conn, time.time())
+        self.book.end(conn, Cause.TIMEOUT, time.time())
         self._bye(conn, sock, None)
+
+    def _drop(self, conn: Connection, sock: socket.socket, now: float) -> None:
+        """A parked connection's abrupt end (its client left, or shutdown): it was lost."""
+        sock.close()
+        self.book.close(conn, now)
 
     def _bye(self, conn: Connection, sock: socket.socket, message: bytes | None) -> None:
         """A parked connection's graceful end, in a task of its own (rare)."""
@@ -231,7 +219,7 @@ class ConnectionHandler:
         try:
             await _farewell(StreamEndpoint(_stream(sock)), message)
         finally:
-            self.book.closed(conn)
+            self.book.close(conn, time.time())
 
 
 def _timed_out(scope: trio.CancelScope) -> bool:

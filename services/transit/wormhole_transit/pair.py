@@ -1,4 +1,4 @@
-"""A pair's life after pairing: `ok` to both sides, relaying, then its record and the close."""
+"""A pair's life after pairing: `ok` to both sides, relaying, then its end and the close."""
 
 from __future__ import annotations
 
@@ -8,22 +8,19 @@ import trio
 
 from wormhole_transit.handshake import OK
 from wormhole_transit.ledger import Connection, Ledger
-from wormhole_transit.metrics import TransitMetrics
-from wormhole_transit.relay import Endpoint, Lost, PairStats, StreamEndpoint, close_streams, relay
+from wormhole_transit.relay import Endpoint, Lost, StreamEndpoint, close_streams, relay
 
 
-async def run_pair(book: Ledger, metrics: TransitMetrics, first: Connection,
-                   second: Connection, *, use_splice: bool) -> None:
+async def run_pair(book: Ledger, first: Connection, second: Connection, *,
+                   use_splice: bool) -> None:
     """`first` waited, `second` (the calling task) just arrived: `ok` to both, then relay
-    until one leaves; then record the pair and close both."""
+    until one leaves; then end the pair in the ledger and close both."""
     if first.released is not None:
         await first.released.wait()  # a WebSocket waiter's task let go of its socket
     assert first.endpoint is not None and second.endpoint is not None
     a, b = first.endpoint, second.endpoint
-    stats = PairStats()
-    book.stats.pairs.add(stats)
-    paired = time.time()
-    metrics.waiting.observe(max(second.machine.started - first.machine.started, 0.0))
+    pair = book.pair_started(first, second, time.time())
+    stats = pair.counts
     try:
         await b.send(OK)
         await a.send(OK)
@@ -35,17 +32,12 @@ async def run_pair(book: Ledger, metrics: TransitMetrics, first: Connection,
     except Lost:
         pass
     finally:
-        now = time.time()
-        book.stats.pairs.discard(stats)
-        book.stats.finished_bytes += stats.total_bytes
-        metrics.pair_duration.observe(max(now - paired, 0.0))
-        book.ended(book.rendezvous.lost(first, now, stats.total_bytes))
-        book.ended(book.rendezvous.lost(second, now, stats.total_bytes))
+        book.pair_ended(pair, time.time())
         await _close_both(a, b)
         if first.pair_done is not None:
             first.pair_done.set()  # its task closes it
         else:
-            book.closed(first)  # it was parked: it has no task
+            book.close(first, time.time())  # it was parked: it has no task
 
 
 async def _close_both(a: Endpoint, b: Endpoint) -> None:

@@ -15,11 +15,12 @@ import errno
 import fcntl
 import os
 import socket
-from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import trio
 from wormhole_common.wsconnection import Closed, WebSocket
+
+from wormhole_transit.stats import PairStats
 
 CHUNK = 64 * 1024
 PIPE_SIZE = 1 << 20  # /proc/sys/fs/pipe-max-size default; fewer syscalls per MiB
@@ -132,14 +133,6 @@ class WebSocketEndpoint:
             with trio.move_on_after(LINGER_SECONDS):
                 await self.ws.close(1000)
             await self.ws.aclose()
-
-
-@dataclass(eq=False)
-class PairStats:
-    """Bytes received from both clients since `ok`, and bytes the relay holds right now."""
-
-    total_bytes: int = 0
-    buffered: int = 0
 
 
 Ended = Literal["source", "destination"]  # which side of a direction went away

@@ -20,7 +20,6 @@ from wormhole_transit.connection import ConnectionHandler
 from wormhole_transit.ledger import Ledger
 from wormhole_transit.metrics import TransitMetrics
 from wormhole_transit.relay import HAS_SPLICE
-from wormhole_transit.rendezvous import Rendezvous
 from wormhole_transit.settings import TransitSettings
 from wormhole_transit.stats import TransitStats
 from wormhole_transit.usage import Current, UsageRecorder
@@ -50,12 +49,12 @@ class TransitServer:
         self.endpoint = MetricsEndpoint(self.metrics.registry, ready=self._ready)
         self.admission = Admission(self.stats, max_connections=settings.max_connections,
                                    max_connections_per_ip=settings.max_connections_per_ip)
-        self.book = Ledger(Rendezvous(), self.admission, self.stats, recorder.record)
+        self.book = Ledger(self.admission, self.stats, self.metrics, recorder.record,
+                           blur_seconds=settings.blur_usage_seconds)
         self.handler = ConnectionHandler(
-            self.book, self.metrics,
+            self.book,
             handshake_timeout=settings.handshake_timeout_seconds,
-            lonely_timeout=settings.lonely_timeout_seconds,
-            blur_seconds=settings.blur_usage_seconds, use_splice=use_splice)
+            lonely_timeout=settings.lonely_timeout_seconds, use_splice=use_splice)
 
     def current(self, now: float) -> Current:
         s = self.stats

@@ -7,7 +7,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from wormhole_transit.records import Mood
-from wormhole_transit.relay import PairStats
+
+
+@dataclass(eq=False)
+class PairStats:
+    """Bytes received from both clients since `ok`, and bytes the relay holds right now."""
+
+    total_bytes: int = 0
+    buffered: int = 0
 
 
 @dataclass(eq=False)
