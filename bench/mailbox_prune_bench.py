@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from wormhole_common.database import Database  # noqa: E402
 from wormhole_common.migrations import migrate  # noqa: E402
 from wormhole_mailbox.batcher import Batcher  # noqa: E402
-from wormhole_mailbox.ops import Add, Claim, Close, Op, Open, Release  # noqa: E402
+from wormhole_mailbox.core.ops import Add, Claim, Close, Op, Open, Release  # noqa: E402
 from wormhole_mailbox.pruning import prune_in_batches  # noqa: E402
 from wormhole_mailbox.store import Store  # noqa: E402
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import trio
-from wormhole_mailbox import validation
-from wormhole_mailbox.ops import UNSTORABLE
+from wormhole_mailbox.core import validation
+from wormhole_mailbox.core.ops import UNSTORABLE
 from wormhole_mailbox.server import MailboxServer
 
 from tests.integration.mailbox_helpers import serving

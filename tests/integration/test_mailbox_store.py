@@ -17,8 +17,8 @@ from wormhole_common.database import Database
 from wormhole_common.migrations import migrate
 from wormhole_mailbox import replay
 from wormhole_mailbox.batcher import Batcher, StoreFailed
-from wormhole_mailbox.errors import ErrorKind
-from wormhole_mailbox.ops import (
+from wormhole_mailbox.core.errors import ErrorKind
+from wormhole_mailbox.core.ops import (
     UNSTORABLE,
     Add,
     Claim,
@@ -31,7 +31,7 @@ from wormhole_mailbox.ops import (
     Release,
     Result,
 )
-from wormhole_mailbox.paging import PageBounds, page_length
+from wormhole_mailbox.core.paging import PageBounds, page_length
 from wormhole_mailbox.pipeline import OpFailed
 from wormhole_mailbox.pruning import (
     DEFAULT_BATCH_SIZE,

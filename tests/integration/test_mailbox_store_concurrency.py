@@ -16,7 +16,17 @@ import trio
 from psycopg.conninfo import conninfo_to_dict
 from wormhole_common.database import Database
 from wormhole_mailbox.batcher import Batcher
-from wormhole_mailbox.ops import Add, Allocate, Claim, Close, Message, Op, Open, Refused, Release
+from wormhole_mailbox.core.ops import (
+    Add,
+    Allocate,
+    Claim,
+    Close,
+    Message,
+    Op,
+    Open,
+    Refused,
+    Release,
+)
 from wormhole_mailbox.pruning import Pruner, prune_in_batches
 from wormhole_mailbox.store import Store
 

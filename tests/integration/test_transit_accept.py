@@ -7,7 +7,7 @@ import socket
 
 import trio
 from wormhole_transit.admission import Admission
-from wormhole_transit.stats import TransitStats
+from wormhole_transit.core.stats import TransitStats
 
 
 async def test_accepted_sockets_keep_alive_and_are_closed_after_their_handler() -> None:

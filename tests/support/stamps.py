@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from datetime import UTC, datetime
 
-from wormhole_mailbox.hashcash import leading_zero_bits
+from wormhole_mailbox.core.hashcash import leading_zero_bits
 
 
 def mint_stamp(resource: str, bits: int, now: float) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from wormhole_common.addresses import address_key
+from wormhole_common.core.addresses import address_key
 from wormhole_common.listening import endpoint
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from wormhole_common.failures import FailureLog
+from wormhole_common.core.failures import FailureLog
 
 
 class Clock:

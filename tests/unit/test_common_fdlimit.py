@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from wormhole_common.fdlimit import (
+from wormhole_common.core.fdlimit import (
     INFINITE_AS,
     MEMORY_CEILING,
     ConnectionLimits,
@@ -32,7 +32,7 @@ def test_target_limit() -> None:
 RAISE_IN_CHILD = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2])))
-from wormhole_common.fdlimit import raise_open_file_limit
+from wormhole_common.core.fdlimit import raise_open_file_limit
 got = raise_open_file_limit()
 print(got, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 """

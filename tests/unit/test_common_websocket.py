@@ -6,7 +6,7 @@ import random
 import struct
 
 import pytest
-from wormhole_common.websocket import (
+from wormhole_common.core.websocket import (
     FRAME_COST,
     CloseReceived,
     FrameReader,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
-from wormhole_common.websocket import close_frame, text_frame
+from wormhole_common.core.websocket import close_frame, text_frame
 from wormhole_common.wsconnection import Closed, WebSocket
 
 from tests.unit.test_common_websocket import client_frame

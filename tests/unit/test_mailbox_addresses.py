@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from wormhole_mailbox.addresses import (
+from wormhole_mailbox.core.addresses import (
     Network,
     PeerAddress,
     is_trusted_proxy,

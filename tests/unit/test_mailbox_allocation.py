@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from wormhole_mailbox.allocation import (
+from wormhole_mailbox.core.allocation import (
     AllocationExhausted,
     choose_nameplate,
     is_valid_nameplate,

@@ -16,14 +16,14 @@ import trio
 import trio.testing
 from prometheus_client import CollectorRegistry
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
-from wormhole_mailbox.addresses import PeerAddress
 from wormhole_mailbox.batcher import StoreFailed
 from wormhole_mailbox.connection import ConnectionHandler, Services
+from wormhole_mailbox.core.addresses import PeerAddress
+from wormhole_mailbox.core.hub import Hub
+from wormhole_mailbox.core.ops import Add, Bind, Key, Message, Op, Open, Page, Result
+from wormhole_mailbox.core.session import SessionConfig
 from wormhole_mailbox.front import serve_stream
-from wormhole_mailbox.hub import Hub
 from wormhole_mailbox.metrics import MailboxMetrics
-from wormhole_mailbox.ops import Add, Bind, Key, Message, Op, Open, Page, Result
-from wormhole_mailbox.session import SessionConfig
 
 PEER = PeerAddress("192.0.2.1", 4444)
 

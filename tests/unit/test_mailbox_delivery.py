@@ -7,6 +7,8 @@ from importlib import resources
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter
+from wormhole_mailbox.core.hub import Hub, Subscriber
+from wormhole_mailbox.core.ops import Add, Message
 from wormhole_mailbox.delivery import (
     NOTIFY_CHANNEL,
     Announcement,
@@ -14,8 +16,6 @@ from wormhole_mailbox.delivery import (
     parse_announcement,
     wanted,
 )
-from wormhole_mailbox.hub import Hub, Subscriber
-from wormhole_mailbox.ops import Add, Message
 
 
 def test_the_sql_notifies_the_channel_we_listen_on() -> None:

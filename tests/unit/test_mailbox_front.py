@@ -7,7 +7,7 @@ import trio
 import trio.testing
 from prometheus_client import CollectorRegistry
 from wormhole_common.wsconnection import Upgrade
-from wormhole_mailbox.addresses import PeerAddress
+from wormhole_mailbox.core.addresses import PeerAddress
 from wormhole_mailbox.front import (
     HANDSHAKE_SECONDS,
     LIVENESS_BODY,

@@ -7,7 +7,7 @@ import hashlib
 from datetime import UTC, datetime
 
 import pytest
-from wormhole_mailbox.hashcash import (
+from wormhole_mailbox.core.hashcash import (
     SpentStamps,
     StampRejected,
     check_stamp,

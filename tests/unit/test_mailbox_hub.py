@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from wormhole_mailbox.hub import Hub, Subscriber
-from wormhole_mailbox.ops import Message
+from wormhole_mailbox.core.hub import Hub, Subscriber
+from wormhole_mailbox.core.ops import Message
 
 KEY = ("app", "mb")
 

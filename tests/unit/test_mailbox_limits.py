@@ -6,7 +6,7 @@ from __future__ import annotations
 import tracemalloc
 
 import pytest
-from wormhole_mailbox.limits import (
+from wormhole_mailbox.core.limits import (
     ANSWERED_REFUSALS,
     REFUSAL_REASONS,
     REFUSALS,

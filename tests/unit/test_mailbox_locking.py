@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from wormhole_mailbox.core.ops import (
+    Add,
+    Allocate,
+    Bind,
+    Claim,
+    Close,
+    ListNameplates,
+    Open,
+    Release,
+)
 from wormhole_mailbox.locking import LOCK_SQL, lock_keys
-from wormhole_mailbox.ops import Add, Allocate, Bind, Claim, Close, ListNameplates, Open, Release
 
 
 def test_each_op_locks_what_it_writes() -> None:

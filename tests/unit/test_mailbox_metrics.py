@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
-from wormhole_mailbox.actions import LABELS, Count, Metric, command_label, mood_label
-from wormhole_mailbox.errors import ErrorKind
+from wormhole_mailbox.core.actions import LABELS, Count, Metric, command_label, mood_label
+from wormhole_mailbox.core.errors import ErrorKind
 from wormhole_mailbox.metrics import MailboxMetrics
 
 

@@ -4,7 +4,7 @@ replay; the opens of one batch share what its answer may carry. Explicit sizes, 
 from __future__ import annotations
 
 import pytest
-from wormhole_mailbox.paging import PageBounds, page_length
+from wormhole_mailbox.core.paging import PageBounds, page_length
 
 MIB = 1 << 20
 

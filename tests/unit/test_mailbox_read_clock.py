@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from wormhole_mailbox.read_clock import ReadClock
+from wormhole_mailbox.core.read_clock import ReadClock
 
 
 def test_the_clock_runs_only_while_something_waits() -> None:

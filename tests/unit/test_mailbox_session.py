@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from wormhole_mailbox import hashcash
-from wormhole_mailbox.actions import Action, CloseConnection, Perform, Send
-from wormhole_mailbox.addresses import PeerAddress
-from wormhole_mailbox.errors import ErrorKind
-from wormhole_mailbox.ops import (
+from wormhole_mailbox.core import hashcash
+from wormhole_mailbox.core.actions import Action, CloseConnection, Perform, Send
+from wormhole_mailbox.core.addresses import PeerAddress
+from wormhole_mailbox.core.errors import ErrorKind
+from wormhole_mailbox.core.ops import (
     Add,
     Allocate,
     Bind,
@@ -26,7 +26,7 @@ from wormhole_mailbox.ops import (
     Refused,
     Release,
 )
-from wormhole_mailbox.session import PERMISSION_DENIED, Session, SessionConfig
+from wormhole_mailbox.core.session import PERMISSION_DENIED, Session, SessionConfig
 
 from tests.support.stamps import mint_stamp
 

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 import pytest
-from wormhole_mailbox.actions import (
+from wormhole_mailbox.core.actions import (
     Action,
     CloseConnection,
     Count,
@@ -22,9 +22,9 @@ from wormhole_mailbox.actions import (
     Subscribe,
     Unsubscribe,
 )
-from wormhole_mailbox.errors import ErrorKind
-from wormhole_mailbox.limits import Limits, LimitSettings
-from wormhole_mailbox.ops import (
+from wormhole_mailbox.core.errors import ErrorKind
+from wormhole_mailbox.core.limits import Limits, LimitSettings
+from wormhole_mailbox.core.ops import (
     Allocate,
     Bind,
     Claim,
@@ -35,7 +35,7 @@ from wormhole_mailbox.ops import (
     Page,
     Refused,
 )
-from wormhole_mailbox.session import (
+from wormhole_mailbox.core.session import (
     Session,
     SessionConfig,
     ping_timeout,

@@ -11,7 +11,7 @@ from dataclasses import fields, is_dataclass
 from typing import Any
 
 import pytest
-from wormhole_mailbox.actions import (
+from wormhole_mailbox.core.actions import (
     Action,
     CloseConnection,
     Count,
@@ -20,7 +20,7 @@ from wormhole_mailbox.actions import (
     Send,
     Unsubscribe,
 )
-from wormhole_mailbox.ops import (
+from wormhole_mailbox.core.ops import (
     UNSTORABLE,
     Add,
     Allocate,
@@ -35,7 +35,7 @@ from wormhole_mailbox.ops import (
     Release,
     Result,
 )
-from wormhole_mailbox.session import Session, SessionConfig
+from wormhole_mailbox.core.session import Session, SessionConfig
 
 from tests.support.invalid_values import BAD_VALUES as SHARED_BAD_VALUES
 from tests.support.invalid_values import FOLLOW_UPS, MISSING, SPOILED, spoiled

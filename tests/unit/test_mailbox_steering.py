@@ -9,7 +9,7 @@ import random
 from collections import Counter
 
 import pytest
-from wormhole_common.addresses import address_key
+from wormhole_common.core.addresses import address_key
 from wormhole_mailbox.steering import (
     JEQ_K,
     LD_B_ABS,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from wormhole_mailbox.usage import (
+from wormhole_mailbox.core.usage import (
     MailboxUsage,
     NameplateUsage,
     blur,

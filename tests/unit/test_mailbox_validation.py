@@ -9,8 +9,8 @@ import random
 from typing import Any
 
 import pytest
-from wormhole_mailbox.errors import ErrorKind, ProtocolError
-from wormhole_mailbox.validation import (
+from wormhole_mailbox.core.errors import ErrorKind, ProtocolError
+from wormhole_mailbox.core.validation import (
     MAX_DEPTH,
     RULES,
     FrameRefused,

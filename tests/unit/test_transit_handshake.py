@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from wormhole_transit.handshake import (
+from wormhole_transit.core.handshake import (
     MAX_LINE,
     Accepted,
     Handshake,

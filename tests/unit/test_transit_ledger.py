@@ -14,12 +14,12 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 from wormhole_transit.admission import Admission
-from wormhole_transit.handshake import Handshake
+from wormhole_transit.core.handshake import Handshake
+from wormhole_transit.core.records import Mood, Usage
+from wormhole_transit.core.rendezvous import Cause
+from wormhole_transit.core.stats import TransitStats
 from wormhole_transit.ledger import Connection, Ledger
 from wormhole_transit.metrics import TransitMetrics
-from wormhole_transit.records import Mood, Usage
-from wormhole_transit.rendezvous import Cause
-from wormhole_transit.stats import TransitStats
 
 P = "wormhole_transit"
 TOKEN = b"ab" * 32

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
-from wormhole_transit.handshake import Handshake
-from wormhole_transit.machine import Ended, InvalidInput, Machine, State
-from wormhole_transit.records import Mood, Usage
-from wormhole_transit.rendezvous import Cause, Pair, Rendezvous, Wait
+from wormhole_transit.core.handshake import Handshake
+from wormhole_transit.core.machine import Ended, InvalidInput, Machine, State
+from wormhole_transit.core.records import Mood, Usage
+from wormhole_transit.core.rendezvous import Cause, Pair, Rendezvous, Wait
 
 TOKEN = b"t" * 64
 

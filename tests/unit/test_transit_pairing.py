@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from wormhole_transit.handshake import Handshake
-from wormhole_transit.pairing import Paired, PairingTable, Waiting
+from wormhole_transit.core.handshake import Handshake
+from wormhole_transit.core.pairing import Paired, PairingTable, Waiting
 
 T = b"t" * 64
 U = b"u" * 64

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import trio
 import trio.testing
+from wormhole_transit.core.stats import PairStats
 from wormhole_transit.relay import StreamEndpoint, relay
-from wormhole_transit.stats import PairStats
 
 
 class Relayed:

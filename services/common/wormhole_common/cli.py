@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from pydantic_core import PydanticUndefined
 
-from wormhole_common.logs import configure_logging
+from wormhole_common.core.logs import configure_logging
 from wormhole_common.observability import package_version
 from wormhole_common.settings import (
     ConfigError,

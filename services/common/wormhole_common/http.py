@@ -14,7 +14,7 @@ import contextlib
 import trio
 
 from wormhole_common.accepting import close_now
-from wormhole_common.websocket import HandshakeError, Request, parse_head
+from wormhole_common.core.websocket import HandshakeError, Request, parse_head
 
 MAX_HEAD_BYTES = 8 * 1024  # what common servers allow a request head
 LINGER_SECONDS = 1  # after a last answer, for the client to read it and close

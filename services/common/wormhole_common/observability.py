@@ -20,9 +20,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from wormhole_common.accepting import close_now
+from wormhole_common.core.websocket import HandshakeError
 from wormhole_common.http import answer, read_head, refusal, response, split_head
 from wormhole_common.listening import bound, open_listeners
-from wormhole_common.websocket import HandshakeError
 
 log = logging.getLogger(__name__)
 

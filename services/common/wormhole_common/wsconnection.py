@@ -21,10 +21,9 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from wormhole_common import websocket
 from wormhole_common.accepting import close_now
-from wormhole_common.http import LINGER_SECONDS, answer, linger, refusal, response, split_head
-from wormhole_common.websocket import (
+from wormhole_common.core import websocket
+from wormhole_common.core.websocket import (
     CloseReceived,
     Event,
     FrameReader,
@@ -33,6 +32,7 @@ from wormhole_common.websocket import (
     Pong,
     Violation,
 )
+from wormhole_common.http import LINGER_SECONDS, answer, linger, refusal, response, split_head
 
 RECEIVE_BYTES = 64 * 1024
 WRITE_TIMEOUT = 60.0  # seconds a peer may read nothing while we have something to send

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from wormhole_mailbox import records as usage_rows
-from wormhole_mailbox.errors import ErrorKind
-from wormhole_mailbox.ops import Add, Close, Message, Page, Refused, Release, Result
+from wormhole_mailbox.core.errors import ErrorKind
+from wormhole_mailbox.core.ops import Add, Close, Message, Page, Refused, Release, Result
 from wormhole_mailbox.pipeline import Query
 from wormhole_mailbox.records import Records
 

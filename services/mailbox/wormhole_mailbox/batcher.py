@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import psycopg
 import trio
 from wormhole_common.channels import receive_batch
+from wormhole_common.core.failures import FailureLog
 from wormhole_common.database import Database, rejects_value
-from wormhole_common.failures import FailureLog
 
-from wormhole_mailbox.ops import UNSTORABLE, Add, Message, Op, Result
+from wormhole_mailbox.core.ops import UNSTORABLE, Add, Message, Op, Result
 from wormhole_mailbox.pipeline import OpFailed
 from wormhole_mailbox.records import Records
 from wormhole_mailbox.store import Store

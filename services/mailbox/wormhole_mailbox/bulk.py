@@ -21,12 +21,12 @@ from typing import Any
 
 import psycopg
 
-from wormhole_mailbox import answers, usage
+from wormhole_mailbox import answers
 from wormhole_mailbox import records as usage_rows
-from wormhole_mailbox.allocation import AllocationExhausted
-from wormhole_mailbox.errors import ErrorKind
-from wormhole_mailbox.locking import LockKeys
-from wormhole_mailbox.ops import (
+from wormhole_mailbox.core import usage
+from wormhole_mailbox.core.allocation import AllocationExhausted
+from wormhole_mailbox.core.errors import ErrorKind
+from wormhole_mailbox.core.ops import (
     Add,
     Allocate,
     Bind,
@@ -39,6 +39,7 @@ from wormhole_mailbox.ops import (
     Release,
     Result,
 )
+from wormhole_mailbox.locking import LockKeys
 from wormhole_mailbox.records import Records
 
 BATCH_SQL = "SELECT mb_batch(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"

@@ -21,8 +21,9 @@ import trio
 from wormhole_common.database import DatabaseUnavailable
 from wormhole_common.wsconnection import Closed, Upgrade, WebSocket
 
-from wormhole_mailbox import hashcash
-from wormhole_mailbox.actions import (
+from wormhole_mailbox.batcher import StoreFailed
+from wormhole_mailbox.core import hashcash
+from wormhole_mailbox.core.actions import (
     Action,
     CloseConnection,
     Count,
@@ -35,15 +36,12 @@ from wormhole_mailbox.actions import (
     Subscribe,
     Unsubscribe,
 )
-from wormhole_mailbox.addresses import Network, PeerAddress, is_trusted_proxy, peer_address
-from wormhole_mailbox.batcher import StoreFailed
-from wormhole_mailbox.hub import Hub, Subscriber
-from wormhole_mailbox.limits import Limits, LimitSettings
-from wormhole_mailbox.metrics import MailboxMetrics
-from wormhole_mailbox.ops import Key, Message, Op, Result
-from wormhole_mailbox.outbound import Outbound
-from wormhole_mailbox.read_clock import DEFAULT_STALL_SECONDS
-from wormhole_mailbox.session import (
+from wormhole_mailbox.core.addresses import Network, PeerAddress, is_trusted_proxy, peer_address
+from wormhole_mailbox.core.hub import Hub, Subscriber
+from wormhole_mailbox.core.limits import Limits, LimitSettings
+from wormhole_mailbox.core.ops import Key, Message, Op, Result
+from wormhole_mailbox.core.read_clock import DEFAULT_STALL_SECONDS
+from wormhole_mailbox.core.session import (
     Session,
     SessionConfig,
     command_timed_out,
@@ -53,6 +51,8 @@ from wormhole_mailbox.session import (
     store_failed,
     too_slow,
 )
+from wormhole_mailbox.metrics import MailboxMetrics
+from wormhole_mailbox.outbound import Outbound
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import trio
 from prometheus_client import Counter
 from wormhole_common.database import Database, DatabaseUnavailable, Listener
 
-from wormhole_mailbox.hub import Hub
-from wormhole_mailbox.ops import Add, Key, Message
+from wormhole_mailbox.core.hub import Hub
+from wormhole_mailbox.core.ops import Add, Key, Message
 from wormhole_mailbox.store import Store
 
 log = logging.getLogger(__name__)

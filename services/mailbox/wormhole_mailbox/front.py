@@ -13,17 +13,17 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 from wormhole_common.accepting import close_now
-from wormhole_common.http import answer, read_head, refusal, response, split_head
-from wormhole_common.websocket import (
+from wormhole_common.core.websocket import (
     INVALID_PAYLOAD,
     PROTOCOL_ERROR,
     TOO_BIG,
     HandshakeError,
 )
+from wormhole_common.http import answer, read_head, refusal, response, split_head
 from wormhole_common.wsconnection import Upgrade, WebSocket
 
-from wormhole_mailbox.addresses import Network, PeerAddress, is_trusted_proxy
-from wormhole_mailbox.limits import Connections, Refusal
+from wormhole_mailbox.core.addresses import Network, PeerAddress, is_trusted_proxy
+from wormhole_mailbox.core.limits import Connections, Refusal
 from wormhole_mailbox.metrics import MailboxMetrics
 
 LIVENESS_BODY = b"Wormhole Relay\n"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from wormhole_mailbox.ops import Add, Allocate, Claim, Close, Op, Open, Release
+from wormhole_mailbox.core.ops import Add, Allocate, Claim, Close, Op, Open, Release
 from wormhole_mailbox.pipeline import Query
 
 LOCK_SQL = "SELECT mb_lock(%s, %s, %s, %s, %s, %s, %s)"

@@ -17,8 +17,8 @@ from wormhole_common.observability import (
     package_version,
 )
 
-from wormhole_mailbox.actions import LABELS, Count, Metric
-from wormhole_mailbox.usage import MailboxUsage, NameplateUsage
+from wormhole_mailbox.core.actions import LABELS, Count, Metric
+from wormhole_mailbox.core.usage import MailboxUsage, NameplateUsage
 
 PREFIX = "wormhole_mailbox"
 

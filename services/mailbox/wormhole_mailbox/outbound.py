@@ -26,9 +26,9 @@ from collections.abc import Callable
 import trio
 from wormhole_common.wsconnection import Closed, WebSocket, encode_texts
 
-from wormhole_mailbox.actions import Frame
-from wormhole_mailbox.read_clock import DEFAULT_STALL_SECONDS, ReadClock
-from wormhole_mailbox.validation import encode_unstamped, stamp
+from wormhole_mailbox.core.actions import Frame
+from wormhole_mailbox.core.read_clock import DEFAULT_STALL_SECONDS, ReadClock
+from wormhole_mailbox.core.validation import encode_unstamped, stamp
 
 OUTBOUND_QUEUE = 4096  # frames waiting for one slow client before it is dropped
 OUTBOUND_BYTES = 8 << 20  # ...or this much text: a full mailbox (4 MiB of bodies) and more

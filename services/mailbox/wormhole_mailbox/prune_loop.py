@@ -15,7 +15,7 @@ import psycopg
 import trio
 from wormhole_common.database import Database
 
-from wormhole_mailbox.hub import Hub
+from wormhole_mailbox.core.hub import Hub
 from wormhole_mailbox.metrics import MailboxMetrics
 from wormhole_mailbox.pruning import DEFAULT_BATCH_SIZE, PruneReport, prune_in_batches
 from wormhole_mailbox.store import Store

@@ -17,7 +17,7 @@ import psycopg
 from wormhole_common.database import Database
 
 from wormhole_mailbox import records as usage_rows
-from wormhole_mailbox import usage
+from wormhole_mailbox.core import usage
 from wormhole_mailbox.locking import LockKeys
 from wormhole_mailbox.records import Records
 

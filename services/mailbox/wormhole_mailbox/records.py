@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from wormhole_mailbox import usage
+from wormhole_mailbox.core import usage
 from wormhole_mailbox.pipeline import Query
 
 # Usage records written by a unit of work; counted as metrics once it has committed.

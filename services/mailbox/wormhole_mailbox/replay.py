@@ -7,8 +7,8 @@ from functools import partial
 
 from wormhole_common.database import Database
 
-from wormhole_mailbox.ops import Message
-from wormhole_mailbox.paging import PageBounds
+from wormhole_mailbox.core.ops import Message
+from wormhole_mailbox.core.paging import PageBounds
 from wormhole_mailbox.store import Store
 
 

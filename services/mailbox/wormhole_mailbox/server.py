@@ -16,28 +16,28 @@ from functools import partial
 
 import trio
 from wormhole_common.accepting import serve_listeners
-from wormhole_common.database import Database
-from wormhole_common.fdlimit import (
+from wormhole_common.core.fdlimit import (
     ADDRESSES_SERVED,
     MEMORY_CEILING,
     connection_limits,
     raise_open_file_limit,
 )
+from wormhole_common.database import Database
 from wormhole_common.listening import bound, open_listeners
 from wormhole_common.observability import MetricsEndpoint
 
 from wormhole_mailbox.batcher import Batcher
 from wormhole_mailbox.connection import ConnectionHandler, Services
+from wormhole_mailbox.core.hub import Hub
+from wormhole_mailbox.core.limits import Limits, LimitSettings, Tally
+from wormhole_mailbox.core.paging import PageBounds
+from wormhole_mailbox.core.session import SessionConfig
 from wormhole_mailbox.delivery import RemoteDelivery, local_delivery
 from wormhole_mailbox.front import serve_socket
 from wormhole_mailbox.gauges import refresh_in_use
-from wormhole_mailbox.hub import Hub
-from wormhole_mailbox.limits import Limits, LimitSettings, Tally
 from wormhole_mailbox.metrics import MailboxMetrics
-from wormhole_mailbox.paging import PageBounds
 from wormhole_mailbox.prune_loop import PruneLoop, PruneSettings
 from wormhole_mailbox.replay import pages as replay_pages
-from wormhole_mailbox.session import SessionConfig
 from wormhole_mailbox.settings import MailboxSettings
 from wormhole_mailbox.store import Store
 

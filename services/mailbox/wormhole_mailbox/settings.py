@@ -10,8 +10,8 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 from wormhole_common.settings import EmptyIsUnset, PoolSize, Port, ServiceSettings
 from wormhole_common.workers import available_cpus
 
-from wormhole_mailbox.addresses import Network
-from wormhole_mailbox.limits import LimitSettings
+from wormhole_mailbox.core.addresses import Network
+from wormhole_mailbox.core.limits import LimitSettings
 
 
 class MailboxSettings(ServiceSettings):

@@ -13,12 +13,12 @@ import random
 import psycopg
 from psycopg.types.json import Jsonb
 
-from wormhole_mailbox import answers, bulk, usage
-from wormhole_mailbox.allocation import AllocationExhausted, choose_nameplate
+from wormhole_mailbox import answers, bulk
 from wormhole_mailbox.bulk import BulkBatch
-from wormhole_mailbox.errors import ErrorKind
-from wormhole_mailbox.locking import LockKeys, lock_keys
-from wormhole_mailbox.ops import (
+from wormhole_mailbox.core import usage
+from wormhole_mailbox.core.allocation import AllocationExhausted, choose_nameplate
+from wormhole_mailbox.core.errors import ErrorKind
+from wormhole_mailbox.core.ops import (
     Add,
     Allocate,
     Bind,
@@ -33,7 +33,8 @@ from wormhole_mailbox.ops import (
     Release,
     Result,
 )
-from wormhole_mailbox.paging import PageBounds
+from wormhole_mailbox.core.paging import PageBounds
+from wormhole_mailbox.locking import LockKeys, lock_keys
 from wormhole_mailbox.pipeline import OpFailed, Plan, run_plans
 from wormhole_mailbox.pruning import Pruner
 from wormhole_mailbox.records import Records

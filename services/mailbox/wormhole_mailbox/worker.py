@@ -9,14 +9,14 @@ from __future__ import annotations
 import sys
 
 import trio
+from wormhole_common.core.logs import configure_logging
 from wormhole_common.database import Database
 from wormhole_common.lifecycle import run_service
-from wormhole_common.logs import configure_logging
 from wormhole_common.settings import load_settings
 from wormhole_common.workers import exit_when_orphaned
 
+from wormhole_mailbox.core.limits import Tally
 from wormhole_mailbox.group import inherited_cells, inherited_listener, parse_worker_args
-from wormhole_mailbox.limits import Tally
 from wormhole_mailbox.server import MailboxServer, WorkerShare
 from wormhole_mailbox.settings import MailboxSettings
 

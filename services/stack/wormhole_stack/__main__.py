@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import trio
 from wormhole_common.cli import config_exit, parse_command_line
-from wormhole_common.logs import configure_logging
+from wormhole_common.core.logs import configure_logging
 from wormhole_common.settings import ConfigError, load_settings, unknown_variables
 from wormhole_common.startup import StartupError, check_port
 from wormhole_common.workers import stop_child

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import trio
 from wormhole_common.cli import start
+from wormhole_common.core.fdlimit import raise_open_file_limit
 from wormhole_common.database import Database
-from wormhole_common.fdlimit import raise_open_file_limit
 from wormhole_common.lifecycle import run_service
 from wormhole_common.startup import check_port, wait_for_database
 

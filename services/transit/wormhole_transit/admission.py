@@ -15,9 +15,9 @@ from collections import Counter
 
 import trio
 from wormhole_common.accepting import Handler, serve_listeners
-from wormhole_common.addresses import address_key
+from wormhole_common.core.addresses import address_key
 
-from wormhole_transit.stats import TransitStats
+from wormhole_transit.core.stats import TransitStats
 
 log = logging.getLogger(__name__)
 

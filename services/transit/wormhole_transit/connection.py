@@ -17,11 +17,11 @@ import socket
 import time
 
 import trio
+from wormhole_common.core.websocket import HandshakeError
 from wormhole_common.http import answer, read_head, refusal
-from wormhole_common.websocket import HandshakeError
 from wormhole_common.wsconnection import Closed, Upgrade, WebSocket
 
-from wormhole_transit.handshake import (
+from wormhole_transit.core.handshake import (
     BAD_HANDSHAKE,
     IMPATIENT,
     Accepted,
@@ -32,10 +32,11 @@ from wormhole_transit.handshake import (
     Result,
     parse_message,
 )
+from wormhole_transit.core.machine import State
+from wormhole_transit.core.records import Mood
+from wormhole_transit.core.rendezvous import Cause
 from wormhole_transit.ledger import Connection, Ledger
-from wormhole_transit.machine import State
 from wormhole_transit.pair import run_pair
-from wormhole_transit.records import Mood
 from wormhole_transit.relay import (
     HAS_SPLICE,
     Endpoint,
@@ -43,7 +44,6 @@ from wormhole_transit.relay import (
     StreamEndpoint,
     WebSocketEndpoint,
 )
-from wormhole_transit.rendezvous import Cause
 from wormhole_transit.waiting import WaitingRoom
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import time
 
 import trio
 
-from wormhole_transit.handshake import OK
+from wormhole_transit.core.handshake import OK
 from wormhole_transit.ledger import Connection, Ledger
 from wormhole_transit.relay import Endpoint, Lost, StreamEndpoint, close_streams, relay
 

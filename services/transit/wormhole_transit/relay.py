@@ -20,7 +20,7 @@ from typing import Literal, Protocol
 import trio
 from wormhole_common.wsconnection import Closed, WebSocket
 
-from wormhole_transit.stats import PairStats
+from wormhole_transit.core.stats import PairStats
 
 CHUNK = 64 * 1024
 PIPE_SIZE = 1 << 20  # /proc/sys/fs/pipe-max-size default; fewer syscalls per MiB

@@ -17,11 +17,11 @@ from wormhole_common.observability import MetricsEndpoint
 
 from wormhole_transit.admission import Admission
 from wormhole_transit.connection import ConnectionHandler
+from wormhole_transit.core.stats import TransitStats
 from wormhole_transit.ledger import Ledger
 from wormhole_transit.metrics import TransitMetrics
 from wormhole_transit.relay import HAS_SPLICE
 from wormhole_transit.settings import TransitSettings
-from wormhole_transit.stats import TransitStats
 from wormhole_transit.usage import Current, UsageRecorder
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from wormhole_mailbox.errors import ErrorKind
-from wormhole_mailbox.limits import REFUSAL_REASONS
-from wormhole_mailbox.ops import Key, Op
+from wormhole_mailbox.core.errors import ErrorKind
+from wormhole_mailbox.core.limits import REFUSAL_REASONS
+from wormhole_mailbox.core.ops import Key, Op
 
 Frame = dict[str, Any]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from wormhole_transit.handshake import Handshake
+from wormhole_transit.core.handshake import Handshake
 
 C = TypeVar("C")
 

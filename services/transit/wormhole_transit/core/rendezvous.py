@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Generic, Protocol, TypeVar
 
-from wormhole_transit.handshake import Handshake
-from wormhole_transit.machine import Ended, Machine
-from wormhole_transit.pairing import Paired, PairingTable
+from wormhole_transit.core.handshake import Handshake
+from wormhole_transit.core.machine import Ended, Machine
+from wormhole_transit.core.pairing import Paired, PairingTable
 
 
 class Participant(Protocol):

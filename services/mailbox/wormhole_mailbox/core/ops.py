@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from wormhole_mailbox.errors import ErrorKind
+from wormhole_mailbox.core.errors import ErrorKind
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ The shell asks before it acts and reports what happened; every time-dependent ca
 A refusal is a `Refusal`: a metric label from `REFUSAL_REASONS` and the exact text the client
 gets (a protocol `error` for an op; the HTTP body or close reason for a connection).
 
-Addresses are keyed by `address_key` (`wormhole_common.addresses`): an IPv4 address (also
+Addresses are keyed by `address_key` (`wormhole_common.core.addresses`): an IPv4 address (also
 written IPv4-mapped), or the /64 an IPv6 address is in.
 Memory is bounded: at most `max_tracked` keys per kind of state, idle ones forgotten first.
 
@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from wormhole_common.addresses import address_key
-from wormhole_common.fdlimit import MEMORY_CEILING
+from wormhole_common.core.addresses import address_key
+from wormhole_common.core.fdlimit import MEMORY_CEILING
 
 # A connection may cause this many `error` replies at once, then this many a second: honest
 # clients never cause more than a couple; a hostile one is slowed to the pace of an honest one.

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from wormhole_mailbox import hashcash
-from wormhole_mailbox.actions import (
+from wormhole_mailbox.core import hashcash
+from wormhole_mailbox.core.actions import (
     Action,
     CloseConnection,
     Count,
@@ -30,11 +30,11 @@ from wormhole_mailbox.actions import (
     command_label,
     mood_label,
 )
-from wormhole_mailbox.addresses import PeerAddress
-from wormhole_mailbox.allocation import is_valid_nameplate
-from wormhole_mailbox.errors import ErrorKind, LimitRefused, ProtocolError
-from wormhole_mailbox.limits import ClientQuota, Limits, LimitSettings, Refusal
-from wormhole_mailbox.ops import (
+from wormhole_mailbox.core.addresses import PeerAddress
+from wormhole_mailbox.core.allocation import is_valid_nameplate
+from wormhole_mailbox.core.errors import ErrorKind, LimitRefused, ProtocolError
+from wormhole_mailbox.core.limits import ClientQuota, Limits, LimitSettings, Refusal
+from wormhole_mailbox.core.ops import (
     Add,
     Allocate,
     Bind,
@@ -47,7 +47,7 @@ from wormhole_mailbox.ops import (
     Release,
     Result,
 )
-from wormhole_mailbox.validation import (
+from wormhole_mailbox.core.validation import (
     FrameRefused,
     check_string,
     client_version,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
-from wormhole_mailbox.ops import Key, Message
+from wormhole_mailbox.core.ops import Key, Message
 
 
 class Subscriber:

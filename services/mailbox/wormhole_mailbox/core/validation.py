@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
-from wormhole_mailbox.errors import ErrorKind, ProtocolError
+from wormhole_mailbox.core.errors import ErrorKind, ProtocolError
 
 Frame = dict[str, Any]
 
