@@ -14,7 +14,7 @@ from wormhole_common.database import Database
 from wormhole_transit.relay import HAS_SPLICE
 from wormhole_transit.server import TransitServer
 from wormhole_transit.settings import TransitSettings
-from wormhole_transit.usage import UsageRecorder
+from wormhole_transit.usage_writer import UsageRecorder
 
 from tests.support.websocket import open_websocket
 

@@ -17,7 +17,7 @@ import trio.testing
 from prometheus_client import CollectorRegistry
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 from wormhole_mailbox.batcher import StoreFailed
-from wormhole_mailbox.connection import ConnectionHandler, Services
+from wormhole_mailbox.connection import ClientHandler, Services
 from wormhole_mailbox.core.addresses import PeerAddress
 from wormhole_mailbox.core.hub import Hub
 from wormhole_mailbox.core.ops import Add, Bind, Key, Message, Op, Open, Page, Result
@@ -76,7 +76,7 @@ class Harness:
         services = Services(hub=self.hub, submit=self.store.submit, metrics=self.metrics,
                             ping_interval=ping_interval, ping_timeout=ping_timeout,
                             command_timeout=5, replay=self.store.pages, read_stall=3)
-        self.handler = ConnectionHandler(services, config)
+        self.handler = ClientHandler(services, config)
 
     async def connect(self, path: str = "/v1", *, lockstep: bool = False) -> WebSocketConnection:
         """A client; `lockstep`: the server's writes wait until the client reads them."""

@@ -9,6 +9,7 @@ import random
 from typing import Any
 
 import pytest
+from wormhole_mailbox.core.encoding import encode_unstamped, stamp
 from wormhole_mailbox.core.errors import ErrorKind, ProtocolError
 from wormhole_mailbox.core.validation import (
     MAX_DEPTH,
@@ -18,13 +19,11 @@ from wormhole_mailbox.core.validation import (
     client_version,
     decode_frame,
     depth,
-    encode_unstamped,
     message_id,
     optional,
     present,
     preview,
     required,
-    stamp,
 )
 
 

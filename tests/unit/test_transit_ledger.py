@@ -15,9 +15,9 @@ import pytest
 import trio
 from wormhole_transit.admission import Admission
 from wormhole_transit.core.handshake import Handshake
-from wormhole_transit.core.records import Mood, Usage
 from wormhole_transit.core.rendezvous import Cause
 from wormhole_transit.core.stats import TransitStats
+from wormhole_transit.core.usage import Mood, Usage
 from wormhole_transit.ledger import Connection, Ledger
 from wormhole_transit.metrics import TransitMetrics
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import pytest
 from wormhole_transit.core.handshake import Handshake
 from wormhole_transit.core.machine import Ended, InvalidInput, Machine, State
-from wormhole_transit.core.records import Mood, Usage
 from wormhole_transit.core.rendezvous import Cause, Pair, Rendezvous, Wait
+from wormhole_transit.core.usage import Mood, Usage
 
 TOKEN = b"t" * 64
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from wormhole_transit.core.records import (
+from wormhole_transit.core.usage import (
     Mood,
     Usage,
     blur_bytes,

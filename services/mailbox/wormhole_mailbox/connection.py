@@ -1,5 +1,5 @@
 """One client's WebSocket: a reader and a writer executing the session's actions; keep-alive
-pings for all connections come from one task (`ConnectionHandler.run`).
+pings for all connections come from one task (`ClientHandler.run`).
 
 The reader takes frames strictly in order: the actions of one command (its ack, the store op,
 the result) are all executed before the next frame is looked at, and the frames they queue
@@ -240,7 +240,7 @@ class ClientConnection:
         return False
 
     async def ping(self) -> None:
-        """One keep-alive ping (`ConnectionHandler.run`); no pong in time: a close."""
+        """One keep-alive ping (`ClientHandler.run`); no pong in time: a close."""
         self.pinging = True
         try:
             with trio.move_on_after(self.services.ping_timeout) as scope:
@@ -253,7 +253,7 @@ class ClientConnection:
             self._interrupt(ping_timeout())
 
 
-class ConnectionHandler:
+class ClientHandler:
     """Accepts upgraded requests on /v1 and keeps the set of open client connections."""
 
     def __init__(
@@ -315,7 +315,7 @@ class ConnectionHandler:
         ws = await request.accept([(b"Server", SERVER_HEADER)], self.services.write_timeout)
         self.services.metrics.connections["websocket"].inc()
         session = Session(self.config, spent=self.spent, quota=self.limits.client(address.host))
-        assert self._tasks is not None, "ConnectionHandler.run is not running"
+        assert self._tasks is not None, "ClientHandler.run is not running"
         connection = ClientConnection(ws, session, self.services, self._tasks)
         self.connections.add(connection)
         try:

@@ -11,7 +11,7 @@ so it holds one page at a time; it gives up only when the client takes nothing f
 Frames are written by whoever queues them, at once, as far as the socket takes them without
 waiting (`WebSocket.try_send`: no task switch, lock or scheduler pass per burst). Only what
 the socket does not take goes to a writer task, started (in the connections' shared nursery,
-`ConnectionHandler.run`) then and ending when the queue is empty; so an idle connection
+`ClientHandler.run`) then and ending when the queue is empty; so an idle connection
 holds no task, nursery or timer for its writes (memory per idle WebSocket is what a server
 of many waiting clients runs out of first).
 """
@@ -27,8 +27,8 @@ import trio
 from wormhole_common.wsconnection import Closed, WebSocket, encode_texts
 
 from wormhole_mailbox.core.actions import Frame
+from wormhole_mailbox.core.encoding import encode_unstamped, stamp
 from wormhole_mailbox.core.read_clock import DEFAULT_STALL_SECONDS, ReadClock
-from wormhole_mailbox.core.validation import encode_unstamped, stamp
 
 OUTBOUND_QUEUE = 4096  # frames waiting for one slow client before it is dropped
 OUTBOUND_BYTES = 8 << 20  # ...or this much text: a full mailbox (4 MiB of bodies) and more

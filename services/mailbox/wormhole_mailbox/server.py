@@ -27,7 +27,7 @@ from wormhole_common.listening import bound, open_listeners
 from wormhole_common.observability import MetricsEndpoint
 
 from wormhole_mailbox.batcher import Batcher
-from wormhole_mailbox.connection import ConnectionHandler, Services
+from wormhole_mailbox.connection import ClientHandler, Services
 from wormhole_mailbox.core.hub import Hub
 from wormhole_mailbox.core.limits import Limits, LimitSettings, Tally
 from wormhole_mailbox.core.paging import PageBounds
@@ -91,7 +91,7 @@ class MailboxServer:
             allow_list=settings.allow_list,
         )
         self.limits = open_limits(settings, share)
-        self.handler = ConnectionHandler(services, config, settings.trusted_proxies,
+        self.handler = ClientHandler(services, config, settings.trusted_proxies,
                                          self.limits)
         self.port: int | None = None  # while accepting connections
         metrics.watch_connections(lambda: len(self.handler.connections))

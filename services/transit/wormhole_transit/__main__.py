@@ -14,7 +14,7 @@ from wormhole_common.startup import check_port, wait_for_database
 
 from wormhole_transit.server import TransitServer
 from wormhole_transit.settings import TransitSettings
-from wormhole_transit.usage import UsageRecorder
+from wormhole_transit.usage_writer import UsageRecorder
 
 log = logging.getLogger("wormhole_transit")
 

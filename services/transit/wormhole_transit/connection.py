@@ -33,8 +33,8 @@ from wormhole_transit.core.handshake import (
     parse_message,
 )
 from wormhole_transit.core.machine import State
-from wormhole_transit.core.records import Mood
 from wormhole_transit.core.rendezvous import Cause
+from wormhole_transit.core.usage import Mood
 from wormhole_transit.ledger import Connection, Ledger
 from wormhole_transit.pair import run_pair
 from wormhole_transit.relay import (

@@ -19,9 +19,9 @@ import trio
 from wormhole_transit.admission import Admission
 from wormhole_transit.core.handshake import Handshake
 from wormhole_transit.core.machine import Ended, Machine, State
-from wormhole_transit.core.records import Usage
 from wormhole_transit.core.rendezvous import Cause, Pair, Rendezvous
 from wormhole_transit.core.stats import PairStats, TransitStats
+from wormhole_transit.core.usage import Usage
 from wormhole_transit.metrics import TransitMetrics
 from wormhole_transit.relay import Endpoint
 

@@ -20,8 +20,8 @@ from wormhole_common.observability import (
     package_version,
 )
 
-from wormhole_transit.core.records import Mood
 from wormhole_transit.core.stats import TransitStats
+from wormhole_transit.core.usage import Mood
 
 PREFIX = "wormhole_transit"
 REFUSAL_REASONS = ("max_connections", "max_connections_per_ip", "accept_failed")

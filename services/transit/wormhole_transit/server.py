@@ -22,7 +22,7 @@ from wormhole_transit.ledger import Ledger
 from wormhole_transit.metrics import TransitMetrics
 from wormhole_transit.relay import HAS_SPLICE
 from wormhole_transit.settings import TransitSettings
-from wormhole_transit.usage import Current, UsageRecorder
+from wormhole_transit.usage_writer import Current, UsageRecorder
 
 log = logging.getLogger(__name__)
 

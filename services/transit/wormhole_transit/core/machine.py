@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from wormhole_transit.core.records import Mood, Usage, pair_usage, single_usage
+from wormhole_transit.core.usage import Mood, Usage, pair_usage, single_usage
 
 
 class State(StrEnum):

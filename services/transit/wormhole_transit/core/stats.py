@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from wormhole_transit.core.records import Mood
+from wormhole_transit.core.usage import Mood
 
 
 @dataclass(eq=False)

@@ -18,7 +18,7 @@ from wormhole_common.channels import take_queued
 from wormhole_common.database import Database
 from wormhole_common.migrations import migrate
 
-from wormhole_transit.core.records import Usage
+from wormhole_transit.core.usage import Usage
 
 log = logging.getLogger(__name__)
 
