@@ -1,18 +1,21 @@
 """Which locks a batch of ops takes first, so that writers of several processes never deadlock.
 
-Every writing transaction calls `mb_lock` (see the migration) before anything else with the
+Every writing transaction calls `mb_lock` (see the migrations) before anything else with the
 keys of all it will touch; the function takes them in one global order. Keys holding a string
-that cannot be sent (a NUL, a lone surrogate) are left out: the op carrying it fails in the
-client before reaching the server, so it needs no lock, and the lock statement never fails
-because of one client's value.
+PostgreSQL cannot hold (a NUL, a lone surrogate) are left out: the op carrying it fails alone
+when its own text is parsed, so it needs no lock, and taking the locks never fails because of
+one client's value.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from wormhole_mailbox.ops import Add, Allocate, Claim, Close, Op, Open, Release
-from wormhole_mailbox.pipeline import Query
+
+Query = tuple[str, tuple[Any, ...]]
 
 LOCK_SQL = "SELECT mb_lock(%s, %s, %s, %s, %s, %s, %s)"
 
@@ -40,6 +43,10 @@ class LockKeys:
 
     def query(self) -> Query:
         return (LOCK_SQL, self.params())
+
+    def as_json(self) -> str:
+        """`mb_lock`'s arguments as one JSON array (ASCII), as `mb_batch` takes them."""
+        return json.dumps(self.params(), separators=(",", ":"))
 
     def params(self) -> tuple[list[str], ...]:
         """`mb_lock`'s arguments."""

@@ -2,8 +2,9 @@
 
 The way of one `add`: `front.serve_stream` (TCP, HTTP upgrade) → `connection.ClientConnection`
 (reader) → `session.Session` (rules: actions) → `batcher.Batcher` (group commit) →
-`store.Store` (SQL) → at commit `delivery.local_delivery` → `hub.Hub` → each subscribed
-`ClientConnection` (writer). Other processes learn of it through `delivery.RemoteDelivery`.
+`store.Store` (one statement, `sqlbatch`; each op's effect is SQL) → at commit
+`delivery.local_delivery` → `hub.Hub` → each subscribed `ClientConnection` (writer). Other
+processes learn of it through `delivery.RemoteDelivery`.
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ def open_limits(settings: MailboxSettings) -> Limits:
     limits from what it got: connections leave descriptors for the database, the listeners
     and `/metrics`, and one address may take at most a quarter of them."""
     open_files = raise_open_file_limit()
-    sized = connection_limits(open_files, database_connections=settings.database_pool_size + 1,
+    # the pool, the listening connection and the batcher's own
+    sized = connection_limits(open_files, database_connections=settings.database_pool_size + 2,
                               per_address=settings.max_connections_per_ip)
     total = settings.max_connections or sized.total
     return Limits(LimitSettings(
