@@ -1,6 +1,6 @@
-"""A frozen PostgreSQL (SIGSTOP) must not hang the adapter: runs fail at their deadline and
-work again after SIGCONT. A cluster of its own, since freezing the shared one would stall
-every other test."""
+"""A frozen PostgreSQL (SIGSTOP) must not hang the adapter: runs and the batcher's statements
+fail at their deadline and work again after SIGCONT. A cluster of its own, since freezing the
+shared one would stall every other test."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ from typing import Any
 import pytest
 import trio
 from wormhole_common.database import Database, DatabaseUnavailable
+from wormhole_common.migrations import migrate
+from wormhole_mailbox.batcher import Batcher, StoreFailed
+from wormhole_mailbox.ops import Add, Message, Open
+from wormhole_mailbox.store import Store
 
 from tests.support import postgres
 
@@ -81,3 +85,49 @@ async def test_a_frozen_database_fails_runs_at_the_deadline_then_recovers(
             assert await db.run(count) == (0,)
     finally:
         db.close()
+
+
+async def test_a_frozen_database_fails_a_batch_at_the_deadline_and_loses_no_acked_message(
+    cluster: postgres.TestCluster,
+) -> None:
+    """The batcher's one statement on its own connection: while the server is frozen, each
+    op's caller gets `StoreFailed` at the deadline; afterwards batches work again, and every
+    message whose add was answered is stored."""
+    db = Database(cluster.url, size=1, deadline_seconds=1.0)
+    acked: list[str] = []
+    failed: list[str] = []
+
+    async def adds(batcher: Batcher, prefix: str, n: int) -> None:
+        for i in range(n):
+            body = f"{prefix}{i}"
+            try:
+                message = await batcher.submit(Add("app", "s", "mb", "p", body, 1.0, i))
+            except StoreFailed:
+                failed.append(body)
+            else:
+                assert isinstance(message, Message)
+                acked.append(message.body)
+
+    try:
+        with trio.fail_after(60):  # a hang guard, not a timing assertion
+            await migrate(db, "mailbox", "wormhole_mailbox")
+            batcher = Batcher(db, Store(blur_seconds=None), on_message=lambda op, m: None)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(batcher.run)
+                assert await batcher.submit(Open("app", "s", "mb", 1.0)) is not None
+                await adds(batcher, "before", 3)
+                freeze(cluster)
+                try:
+                    await adds(batcher, "frozen", 2)
+                finally:
+                    thaw(cluster)
+                await db.wait_until_available(patience=20)
+                await adds(batcher, "after", 3)
+                nursery.cancel_scope.cancel()
+            stored = await db.run(lambda conn: [row[0] for row in conn.execute(
+                "SELECT body FROM messages ORDER BY seq").fetchall()])
+    finally:
+        db.close()
+    assert failed == ["frozen0", "frozen1"]
+    assert acked == ["before0", "before1", "before2", "after0", "after1", "after2"]
+    assert set(acked) <= set(stored)
