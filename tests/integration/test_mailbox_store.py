@@ -3,6 +3,7 @@ statement, limits, paging."""
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import string
@@ -104,6 +105,25 @@ async def test_one_bad_op_fails_alone_and_the_rest_commit(database_url: str, poi
             assert bodies == ["a0", "a1", "a2", "a3"]
             assert store.round_trips - before == 1  # the bad op failed inside the statement
             assert await count(database_url, "messages") == 4
+
+
+async def test_a_poisoned_batch_announces_each_stored_message_once(database_url: str) -> None:
+    """The batch that met a failing op ran again op by op inside its statement; what the
+    first attempt did, announcements included, was rolled back."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None)
+            await run_ops(db, store, [Open(APP, "side", "mb", 1.0)])
+            with psycopg.connect(database_url, autocommit=True) as listener:
+                listener.execute("LISTEN wormhole_mailbox_messages")
+                results = await run_ops(db, store, [add("a0"), add("a1"), POISON["NUL in body"],
+                                                    add("a2")])
+                assert [type(r) for r in results] == [Message, Message, Failed, Message]
+                seqs = {r.seq for r in results if isinstance(r, Message)}
+                # everything that committed has been sent before the answer came back
+                heard = await trio.to_thread.run_sync(
+                    lambda: list(listener.notifies(timeout=1.0, stop_after=4)))
+            assert sorted(json.loads(n.payload)["s"] for n in heard) == sorted(seqs)
 
 
 async def test_a_clean_batch_costs_one_round_trip(database_url: str) -> None:
