@@ -34,14 +34,16 @@ from wormhole_common.database import Database  # noqa: E402
 from wormhole_common.migrations import migrate  # noqa: E402
 from wormhole_mailbox.ops import Add, Claim, Close, Op, Open, Release  # noqa: E402
 from wormhole_mailbox.paging import PageBounds  # noqa: E402
-from wormhole_mailbox.sqlbatch import BatchSettings, Statement  # noqa: E402
+from wormhole_mailbox.sqlbatch import BATCH_SQL, BatchSettings, Statement  # noqa: E402
 
 from bench.mailbox_bench import postgres_cpu  # noqa: E402
 from tests.support.postgres import TestCluster  # noqa: E402
 
 SETTINGS = BatchSettings(origin="bench", max_messages=1000, max_bytes=1 << 22,
                          pages=PageBounds(), blur_seconds=None)
-THREAD_SQL = "SELECT mb_batch(%s, %s, %s, %s::integer, %s::bigint, %s::integer, %s::bigint, %s)"
+THREAD_SQL = ("SELECT mb_batch(%s, %s, %s::integer, %s::bigint, %s::integer, %s::bigint,"
+              " %s::float8, %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+              " %s::text[], %s::text[])")
 _names = itertools.count(1)
 
 
@@ -69,8 +71,7 @@ async def run_mode(mode: str, url: str, batches: int, pairs: int,
     send: Callable[[list[bytes | None]], Awaitable[Any]]
     if mode == "direct":
         async def send(params: list[bytes | None]) -> Any:
-            return await db.statement(b"SELECT mb_batch($1, $2, $3, $4, $5, $6, $7, $8)",
-                                      params)
+            return await db.statement(BATCH_SQL, params)
     elif mode == "thread":
         async def send(params: list[bytes | None]) -> Any:
             return await trio.to_thread.run_sync(

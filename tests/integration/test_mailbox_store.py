@@ -236,6 +236,21 @@ async def test_a_key_postgresql_cannot_hold_fails_its_op_alone(database_url: str
     assert failed and not any(failed)
 
 
+async def test_keys_with_any_character_are_locked_and_work(database_url: str) -> None:
+    """Lock keys go to PostgreSQL as array literals: quotes, backslashes, braces, commas,
+    spaces and non-ASCII text are keys like any other."""
+    mailbox = 'a"b\\c{d},e f\u00e9\U0001f600'
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None)
+            results = await run_ops(db, store, [Open(mailbox, "side", mailbox, 1.0),
+                                                add("b", mailbox=mailbox, app=mailbox),
+                                                Claim(mailbox, "side", "7", 1.0)])
+            assert [type(r) for r in results] == [Page, Message, str]
+            assert await query(database_url, "SELECT app_id, mailbox_id FROM messages") == [
+                (mailbox, mailbox)]
+
+
 async def batcher_ops(batcher: Batcher, ops: list[Op]) -> list[Result | Exception]:
     """Queue every op before the writer starts, so they all go in one batch."""
     outcomes: list[Result | Exception] = [None] * len(ops)

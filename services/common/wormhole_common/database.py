@@ -129,6 +129,7 @@ class Database:
         return psycopg.connect(
             make_conninfo(self.url, **KEEPALIVES),
             autocommit=autocommit,
+            client_encoding="UTF8",  # `statement` sends its parameters as UTF-8
             connect_timeout=self._connect_timeout,
             options=self._options,
             application_name=self._application_name,

@@ -67,11 +67,18 @@ class _Connecting:
 
 
 class DirectConnection:
-    """A connection in autocommit whose statements trio drives through libpq directly."""
+    """A connection in autocommit whose statements trio drives through libpq directly.
+
+    Each statement is prepared on its first use on a connection (the hot path sends the same
+    one again and again), up to `MAX_PREPARED` of them; others are sent unprepared.
+    """
+
+    MAX_PREPARED = 16
 
     def __init__(self, connect: Callable[[], psycopg.Connection]) -> None:
         self._connect = connect  # blocking: run in a worker thread, autocommit on
         self._conn: psycopg.Connection | None = None
+        self._prepared: dict[bytes, bytes] = {}  # statement -> its name, on `_conn`
         self._lock = trio.Lock()  # one statement at a time
         self.closed = False
 
@@ -83,17 +90,40 @@ class DirectConnection:
         async with self._lock:
             if self.closed:
                 raise ConnectionLost("the connection is closed")
-            conn = self._conn = self._conn or await self._connected()
+            if self._conn is None:
+                self._conn = await self._connected()
+                self._prepared = {}
+            conn = self._conn
             try:
-                results = await _execute(conn.pgconn, sql, params)
-            except BaseException:
-                self._conn = None
-                trio.lowlevel.start_thread_soon(lambda: _abandon(conn), lambda _outcome: None)
+                value = await self._execute(conn.pgconn, sql, params)
+            except BaseException as exc:
+                if not _refused_cleanly(conn.pgconn, exc):
+                    self._conn = None
+                    trio.lowlevel.start_thread_soon(lambda: _abandon(conn),
+                                                    lambda _outcome: None)
                 raise
-            if conn.pgconn.status != pq.ConnStatus.OK:
-                self._conn = None
-                conn.close()
-            return _value(results)
+            finally:
+                if self._conn is not None and conn.pgconn.status != pq.ConnStatus.OK:
+                    self._conn = None
+                    conn.close()
+            return value
+
+    async def _execute(
+        self, pgconn: pq.abc.PGconn, sql: bytes, params: Sequence[bytes | None],
+    ) -> bytes | None:
+        name = self._prepared.get(sql)
+        if name is None and len(self._prepared) < self.MAX_PREPARED:
+            new = f"direct_{len(self._prepared)}".encode()
+            _value(await _exchange(pgconn, lambda: pgconn.send_prepare(new, sql)),
+                   pq.ExecStatus.COMMAND_OK)
+            self._prepared[sql] = name = new
+        if name is None:
+            results = await _exchange(pgconn, lambda: pgconn.send_query_params(sql, params))
+        else:
+            prepared = name
+            results = await _exchange(
+                pgconn, lambda: pgconn.send_query_prepared(prepared, params))
+        return _value(results, pq.ExecStatus.TUPLES_OK)
 
     async def _connected(self) -> psycopg.Connection:
         connecting = _Connecting(self._connect)
@@ -112,12 +142,10 @@ class DirectConnection:
             self._conn = None
 
 
-async def _execute(
-    pgconn: pq.abc.PGconn, sql: bytes, params: Sequence[bytes | None],
-) -> list[pq.abc.PGresult]:
-    """Send the statement, then read every result until the server is ready again."""
-    pgconn.send_query_params(sql, params)
-    while pgconn.flush():  # 1 while part of the query is still to be sent
+async def _exchange(pgconn: pq.abc.PGconn, send: Callable[[], None]) -> list[pq.abc.PGresult]:
+    """Send one request, then read every result until the server is ready again."""
+    send()
+    while pgconn.flush():  # 1 while part of the request is still to be sent
         await trio.lowlevel.wait_writable(pgconn.socket)
     results: list[pq.abc.PGresult] = []
     while True:
@@ -130,8 +158,8 @@ async def _execute(
         results.append(result)
 
 
-def _value(results: list[pq.abc.PGresult]) -> bytes | None:
-    """The answer of a statement's results: its error, if any (a failed commit comes after
+def _value(results: list[pq.abc.PGresult], expected: pq.ExecStatus) -> bytes | None:
+    """The answer of a request's results: its error, if any (a failed commit comes after
     the rows), else its first value."""
     for result in results:
         if result.status == pq.ExecStatus.FATAL_ERROR:
@@ -139,9 +167,16 @@ def _value(results: list[pq.abc.PGresult]) -> bytes | None:
     if not results:
         raise ConnectionLost("the server sent no result")
     first = results[0]
-    if first.status != pq.ExecStatus.TUPLES_OK:
+    if first.status != expected:
         raise ConnectionLost(f"unexpected result status {first.status}")
     return first.get_value(0, 0) if first.ntuples else None
+
+
+def _refused_cleanly(pgconn: pq.abc.PGconn, exc: BaseException) -> bool:
+    """The server refused the statement and is ready for the next one: nothing to clean up."""
+    return (isinstance(exc, psycopg.Error) and exc.sqlstate is not None
+            and pgconn.status == pq.ConnStatus.OK
+            and pgconn.transaction_status == pq.TransactionStatus.IDLE)
 
 
 def _error(result: pq.abc.PGresult) -> psycopg.Error:

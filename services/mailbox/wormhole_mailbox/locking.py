@@ -9,7 +9,6 @@ one client's value.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,9 +43,9 @@ class LockKeys:
     def query(self) -> Query:
         return (LOCK_SQL, self.params())
 
-    def as_json(self) -> str:
-        """`mb_lock`'s arguments as one JSON array (ASCII), as `mb_batch` takes them."""
-        return json.dumps(self.params(), separators=(",", ":"))
+    def as_text(self) -> list[bytes]:
+        """`mb_lock`'s arguments as text parameters (array literals, UTF-8)."""
+        return [_array_literal(keys) for keys in self.params()]
 
     def params(self) -> tuple[list[str], ...]:
         """`mb_lock`'s arguments."""
@@ -56,6 +55,12 @@ class LockKeys:
             [a for a, _ in self.mailboxes], [m for _, m in self.mailboxes],
             [a for a, _ in self.retiring], [m for _, m in self.retiring],
         )
+
+
+def _array_literal(texts: list[str]) -> bytes:
+    """A `text[]` in PostgreSQL's input syntax: every element quoted, `"` and `\\` escaped."""
+    quoted = ('"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"' for t in texts)
+    return ("{" + ",".join(quoted) + "}").encode("utf-8")
 
 
 def lock_keys(ops: list[Op]) -> LockKeys:

@@ -41,7 +41,7 @@ from wormhole_mailbox.ops import (
 from wormhole_mailbox.paging import PageBounds
 from wormhole_mailbox.usage import Records
 
-BATCH_SQL = b"SELECT mb_batch($1, $2, $3, $4, $5, $6, $7, $8)"
+BATCH_SQL = b"SELECT mb_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
 
 # SQLSTATE class 22, "data exception": a value the op carries is wrong for PostgreSQL.
 DATA_EXCEPTION = "22"
@@ -95,7 +95,6 @@ class Statement:
         blur = settings.blur_seconds
         self.params: list[bytes | None] = [
             "\n".join(lines).encode("ascii"),
-            lock_keys(ops).as_json().encode("ascii"),
             settings.origin.encode(),
             str(settings.max_messages).encode(),
             str(settings.max_bytes).encode(),
@@ -103,6 +102,7 @@ class Statement:
             # the opens share what one answer may carry
             str(settings.pages.open_octets(opens)).encode(),
             repr(float(blur)).encode() if blur else None,
+            *lock_keys(ops).as_text(),
         ]
 
     def decode(self, answer: bytes | None) -> tuple[list[Result | Failed], Records]:

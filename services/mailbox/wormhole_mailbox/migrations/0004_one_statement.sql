@@ -259,8 +259,8 @@ BEGIN
     END CASE;
 END $$;
 
--- A batch: `p_ops` holds one op (as `mb_op` takes it) per line, as JSON text; `p_locks` is
--- `mb_lock`'s seven arrays as one JSON array, taken first. Each op is parsed and run by
+-- A batch: `p_ops` holds one op (as `mb_op` takes it) per line, as JSON text; the locks
+-- (`mb_lock`'s arguments, the last seven) are taken first. Each op is parsed and run by
 -- `mb_op`; an op that fails leaves nothing behind and answers the SQLSTATE that failed it (a
 -- JSON string), the others are unaffected. Returns the answers in op order.
 --
@@ -269,24 +269,20 @@ END $$;
 -- of the backend's CPU for a batch), and almost every batch is clean. If an op fails, that
 -- subtransaction is rolled back (nothing of it is left, not even its notifications) and the
 -- same ops run again, each in a subtransaction of its own.
-CREATE FUNCTION mb_batch(p_ops text, p_locks text, p_origin text, p_max_messages integer,
+CREATE FUNCTION mb_batch(p_ops text, p_origin text, p_max_messages integer,
                          p_max_bytes bigint, p_page_messages integer, p_open_octets bigint,
-                         p_blur double precision) RETURNS jsonb
+                         p_blur double precision, p_alloc_apps text[], p_np_apps text[],
+                         p_np_names text[], p_mb_apps text[], p_mb_ids text[],
+                         p_retire_apps text[], p_retire_ids text[]) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    locks jsonb := p_locks::jsonb;
     lines text[] := string_to_array(p_ops, E'\n');
     line text;
     answer jsonb;
     answers jsonb[] := '{}';
 BEGIN
-    PERFORM mb_lock(ARRAY(SELECT jsonb_array_elements_text(locks->0)),
-                    ARRAY(SELECT jsonb_array_elements_text(locks->1)),
-                    ARRAY(SELECT jsonb_array_elements_text(locks->2)),
-                    ARRAY(SELECT jsonb_array_elements_text(locks->3)),
-                    ARRAY(SELECT jsonb_array_elements_text(locks->4)),
-                    ARRAY(SELECT jsonb_array_elements_text(locks->5)),
-                    ARRAY(SELECT jsonb_array_elements_text(locks->6)));
+    PERFORM mb_lock(p_alloc_apps, p_np_apps, p_np_names, p_mb_apps, p_mb_ids, p_retire_apps,
+                    p_retire_ids);
     BEGIN
         FOREACH line IN ARRAY lines LOOP
             answers := answers || mb_op(line::jsonb, p_origin, p_max_messages, p_max_bytes,
