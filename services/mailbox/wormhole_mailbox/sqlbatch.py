@@ -46,6 +46,8 @@ BATCH_SQL = b"SELECT mb_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
 # SQLSTATE class 22, "data exception": a value the op carries is wrong for PostgreSQL.
 DATA_EXCEPTION = "22"
 
+_to_json = json.JSONEncoder(separators=(",", ":")).encode  # one encoder for every op
+
 
 def new_mailbox_id() -> str:
     """13 lowercase base32 characters from 8 random bytes, like the reference."""
@@ -86,7 +88,7 @@ class Statement:
         lines = []
         for i, op in enumerate(ops):
             try:
-                lines.append(json.dumps(_encode(op), separators=(",", ":")))
+                lines.append(_to_json(_encode(op)))
             except (ValueError, TypeError, RecursionError) as exc:
                 self.results[i] = Failed(None, f"cannot be encoded: {type(exc).__name__}")
                 continue
