@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,11 @@ from wormhole_common.database import Database, DatabaseUnavailable
 from wormhole_common.migrations import migrate
 from wormhole_mailbox.batcher import Batcher, StoreFailed
 from wormhole_mailbox.ops import Add, Message, Open
+from wormhole_mailbox.server import MailboxServer
 from wormhole_mailbox.store import Store
 
 from tests.support import postgres
+from tests.support.mailbox import client, mailbox_settings
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +134,41 @@ async def test_a_frozen_database_fails_a_batch_at_the_deadline_and_loses_no_acke
     assert failed == ["frozen0", "frozen1"]
     assert acked == ["before0", "before1", "before2", "after0", "after1", "after2"]
     assert set(acked) <= set(stored)
+
+
+async def test_a_message_stored_after_its_caller_was_failed_still_reaches_a_local_peer(
+    cluster: postgres.TestCluster,
+) -> None:
+    """A frozen server gets a batch, then the batcher gives up on it: the sender is told the
+    command failed. When the server thaws it may still commit the batch (the cancel races
+    the statement). If it does, the peer on the same process still gets the message: the
+    process announces under a new name after a statement of unknown outcome, so that one's
+    announcement counts as another process's."""
+    settings = mailbox_settings(cluster.url, command_timeout_seconds=10)
+    db = Database(settings.connection_string(), size=2, deadline_seconds=1.0)
+    stop = trio.Event()
+    try:
+        with trio.fail_after(60):  # a hang guard, not a timing assertion
+            await migrate(db, "mailbox", "wormhole_mailbox")
+            async with trio.open_nursery() as nursery:
+                server = await nursery.start(partial(MailboxServer(settings, db).serve, stop))
+                async with client(server) as sender, client(server) as peer:
+                    for c, side in ((sender, "a"), (peer, "b")):
+                        await c.bind(side, "frozen-app")
+                        await c.ack_only(type="open", mailbox="mb")
+                    freeze(cluster)
+                    try:
+                        await sender.send(type="add", phase="p", body="late", id="1")
+                        error = await sender.recv_type("error")
+                    finally:
+                        thaw(cluster)
+                    assert error["error"] == "internal server error"
+                    await db.wait_until_available(patience=20)
+                    stored = await db.run(lambda conn: conn.execute(
+                        "SELECT count(*) FROM messages WHERE body = 'late'").fetchone())
+                    if stored == (1,):
+                        message = await peer.recv_type("message")
+                        assert message["body"] == "late"
+                stop.set()
+    finally:
+        db.close()

@@ -55,7 +55,7 @@ class MailboxServer:
                       max_bytes=settings.mailbox_max_bytes, pages=pages)
         self.batcher = Batcher(db, store, on_message=local_delivery(self.hub, metrics.messages),
                                on_usage=metrics.usage)
-        self.delivery = RemoteDelivery(db, self.hub, self.server_id)
+        self.delivery = RemoteDelivery(db, self.hub, lambda: store.origin)
         self.pruner = PruneLoop(db, store, self.hub, metrics, PruneSettings(
             expiry=settings.channel_expiry_seconds, interval=settings.prune_interval_seconds,
             blur=settings.blur_usage_seconds, server_id=self.server_id, rebooted=time.time(),

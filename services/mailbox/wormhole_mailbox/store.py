@@ -7,6 +7,8 @@ other processes) and pruning run as units of work on its thread pool.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import psycopg
 from wormhole_common.database import Database
 
@@ -40,6 +42,14 @@ class Store:
                                       blur_seconds=blur_seconds)
         self.pruner = Pruner(blur_seconds=blur_seconds)
         self.round_trips = 0  # statements sent by `execute`, for tests and benchmarks
+        self._process = origin
+        self._unknown = 0  # statements whose outcome is unknown so far
+
+    @property
+    def origin(self) -> str:
+        """This process's name in the announcements of the messages it stores now: a new one
+        after each statement whose outcome is unknown (see `execute`)."""
+        return self.settings.origin
 
     async def execute(self, db: Database, ops: list[Op]) -> tuple[list[Result | Failed], Records]:
         """Run the ops as one statement, in one transaction, committed when this returns:
@@ -47,7 +57,24 @@ class Store:
         the batch wrote. Raises if the statement as a whole failed (nothing was done)."""
         statement = Statement(ops, self.settings)
         self.round_trips += 1
-        return statement.decode(await db.statement(BATCH_SQL, statement.params))
+        try:
+            answer = await db.statement(BATCH_SQL, statement.params)
+        except psycopg.Error:
+            raise  # the server refused the statement: nothing of it was done
+        except BaseException:
+            self._outcome_unknown()
+            raise
+        return statement.decode(answer)
+
+    def _outcome_unknown(self) -> None:
+        """A statement got no answer (a deadline, a lost connection, a cancellation): it may
+        have committed all the same, and its messages' callers were told it failed, so they
+        were not delivered here. From now on this process announces under another name, and
+        the announcements of that statement, made under the old one, reach this process's
+        subscribers through `RemoteDelivery` like another process's would (a message they
+        got already is ignored by its seq)."""
+        self._unknown += 1
+        self.settings = replace(self.settings, origin=f"{self._process}/{self._unknown}")
 
     @staticmethod
     def messages_by_seq(
