@@ -104,7 +104,7 @@ class Batcher:
     def _failed(self, pending: _Pending, failed: Failed) -> None:
         """One op failed alone: the client's error if it carried a value PostgreSQL refused,
         else a server error for that op."""
-        kind = "not sent" if failed.sqlstate is None else _name(failed.sqlstate)
+        kind = "here" if failed.sqlstate is None else _name(failed.sqlstate)
         self.rejected.failed(kind, f"{type(pending.op).__name__}: {failed.reason}")
         if failed.value_refused:
             pending.result = UNSTORABLE
