@@ -19,8 +19,8 @@ from tests.support.postgres import free_port
 from tests.support.processes import wait_for_port
 
 OPEN_FILES = 256
-# fdlimit.connection_limits(256, database_connections=4 + 1): 256 - 69 reserved; a quarter each
-TOTAL = OPEN_FILES - 64 - 5
+# fdlimit.connection_limits(256, database_connections=4 + 2): 256 - 70 reserved; a quarter each
+TOTAL = OPEN_FILES - 64 - 6
 PER_ADDRESS = TOTAL // 4
 UPGRADE = (b"GET /v1 HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")

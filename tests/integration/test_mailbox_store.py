@@ -1,7 +1,9 @@
-"""The mailbox database layer on its own: group commit, isolation of bad ops, limits, paging."""
+"""The mailbox database layer on its own: group commit, isolation of bad ops in the one
+statement, limits, paging."""
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import string
@@ -32,14 +34,13 @@ from wormhole_mailbox.core.ops import (
     Result,
 )
 from wormhole_mailbox.core.paging import PageBounds, page_length
-from wormhole_mailbox.pipeline import OpFailed
 from wormhole_mailbox.pruning import (
     DEFAULT_BATCH_SIZE,
     PRUNE_LOCK_KEY,
     PruneReport,
     prune_in_batches,
 )
-from wormhole_mailbox.records import Records
+from wormhole_mailbox.sqlbatch import Failed
 from wormhole_mailbox.store import Store
 
 from tests.integration.mailbox_helpers import TEST_TIMEOUT, count, query
@@ -59,8 +60,9 @@ async def database(url: str, size: int = 2) -> AsyncIterator[Database]:
         db.close()
 
 
-async def run_ops(db: Database, store: Store, ops: list[Op]) -> list[Result | OpFailed]:
-    return await db.run(lambda conn: store.execute_many(conn, ops))
+async def run_ops(db: Database, store: Store, ops: list[Op]) -> list[Result | Failed]:
+    results, _records = await store.execute(db, ops)
+    return results
 
 
 def add(body: str, msg_id: Any = "id", mailbox: str = "mb", app: str = APP) -> Add:
@@ -79,8 +81,8 @@ def nested(depth: int) -> Any:
     return value
 
 
-# Each is refused by PostgreSQL or by psycopg before it is sent; the core will refuse them too,
-# but the store must never let one of them hurt the ops it shares a transaction with.
+# Each is refused by PostgreSQL, or cannot be encoded to be sent; the core will refuse them too,
+# but the store must never let one of them hurt the ops it shares a statement with.
 POISON: dict[str, Op] = {
     "index row too big": Claim(incompressible(9000), "side", "1", 1.0),
     "infinite id": add("b", float("inf")),
@@ -98,13 +100,30 @@ async def test_one_bad_op_fails_alone_and_the_rest_commit(database_url: str, poi
             ops = [add("a0"), add("a1"), POISON[poison], add("a2"), add("a3")]
             before = store.round_trips
             results = await run_ops(db, store, ops)
-            assert isinstance(results[2], OpFailed), results[2]
+            assert isinstance(results[2], Failed), results[2]
             bodies = [r.body for r in results if isinstance(r, Message)]
             assert bodies == ["a0", "a1", "a2", "a3"]
-            # the batch, a rollback, the batch again with savepoints, rolling the bad statement
-            # back and resending what the server skipped
-            assert store.round_trips - before <= 5
+            assert store.round_trips - before == 1  # the bad op failed inside the statement
             assert await count(database_url, "messages") == 4
+
+
+async def test_a_poisoned_batch_announces_each_stored_message_once(database_url: str) -> None:
+    """The batch that met a failing op ran again op by op inside its statement; what the
+    first attempt did, announcements included, was rolled back."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None)
+            await run_ops(db, store, [Open(APP, "side", "mb", 1.0)])
+            with psycopg.connect(database_url, autocommit=True) as listener:
+                listener.execute("LISTEN wormhole_mailbox_messages")
+                results = await run_ops(db, store, [add("a0"), add("a1"), POISON["NUL in body"],
+                                                    add("a2")])
+                assert [type(r) for r in results] == [Message, Message, Failed, Message]
+                seqs = {r.seq for r in results if isinstance(r, Message)}
+                # everything that committed has been sent before the answer came back
+                heard = await trio.to_thread.run_sync(
+                    lambda: list(listener.notifies(timeout=1.0, stop_after=4)))
+            assert sorted(json.loads(n.payload)["s"] for n in heard) == sorted(seqs)
 
 
 async def test_a_clean_batch_costs_one_round_trip(database_url: str) -> None:
@@ -129,9 +148,9 @@ async def test_several_bad_ops_in_one_batch(database_url: str) -> None:
                 if i % 5 == 4:
                     ops.append(add("bad", float("inf")))
             results = await run_ops(db, store, ops)
-            failed = [i for i, r in enumerate(results) if isinstance(r, OpFailed)]
+            failed = [i for i, r in enumerate(results) if isinstance(r, Failed)]
             assert failed == [5, 11, 17, 23]
-            assert all(isinstance(results[i], OpFailed) for i in failed)
+            assert all(isinstance(r, Failed) and r.value_refused for r in results[5::6])
             assert await count(database_url, "messages") == 20
 
 
@@ -190,36 +209,46 @@ async def test_a_refused_value_is_the_client_s_error_and_not_a_database_failure(
     assert failed and not any(failed)
 
 
-class RefusedOutsideTheOps(Store):
-    """A store whose one-statement form fails the whole transaction with a real data
-    exception from PostgreSQL (as a value outside every op's savepoint would)."""
-
-    def execute_many(
-        self, conn: psycopg.Connection, ops: list[Op], records: Records | None = None, *,
-        one_by_one: bool = False,
-    ) -> list[Result | OpFailed]:
-        if not one_by_one:
-            conn.execute("SELECT 'not a number'::integer")
-        return super().execute_many(conn, ops, records, one_by_one=one_by_one)
+# Values that cannot be a lock key: the op that carries one fails alone when its own line is
+# parsed; taking the batch's locks first never fails because of it.
+UNLOCKABLE: list[Op] = [
+    add("b", mailbox="mb\x00"),
+    Claim(APP, "side", "\ud800", 1.0),
+    Close(APP, "side", "mb\udfff", "happy", 1.0, implicit_open=True),
+]
 
 
-async def test_a_value_refused_outside_the_ops_runs_the_batch_again_op_by_op(
-    database_url: str,
-) -> None:
+async def test_a_key_postgresql_cannot_hold_fails_its_op_alone(database_url: str) -> None:
     failed: list[bool] = []
     with trio.fail_after(TEST_TIMEOUT):
         async with database(database_url) as db:
             db.observer = lambda _seconds, error: failed.append(error)
             published: list[str] = []
-            batcher = Batcher(db, RefusedOutsideTheOps(blur_seconds=None),
+            batcher = Batcher(db, Store(blur_seconds=None),
                               on_message=lambda op, m: published.append(m.body))
             await batcher_ops(batcher, [Open(APP, "side", "mb", 1.0)])
-            outcomes = await batcher_ops(batcher, [add(f"h{i}") for i in range(5)])
-            assert [o.body for o in outcomes if isinstance(o, Message)] == [
-                f"h{i}" for i in range(5)]
+            ops: list[Op] = [add(f"h{i}") for i in range(5)]
+            ops[1:1] = UNLOCKABLE
+            outcomes = await batcher_ops(batcher, ops)
+            assert outcomes[1:4] == [UNSTORABLE] * 3
             assert published == [f"h{i}" for i in range(5)]
             assert await count(database_url, "messages") == 5
     assert failed and not any(failed)
+
+
+async def test_keys_with_any_character_are_locked_and_work(database_url: str) -> None:
+    """Lock keys go to PostgreSQL as array literals: quotes, backslashes, braces, commas,
+    spaces and non-ASCII text are keys like any other."""
+    mailbox = 'a"b\\c{d},e f\u00e9\U0001f600'
+    with trio.fail_after(TEST_TIMEOUT):
+        async with database(database_url) as db:
+            store = Store(blur_seconds=None)
+            results = await run_ops(db, store, [Open(mailbox, "side", mailbox, 1.0),
+                                                add("b", mailbox=mailbox, app=mailbox),
+                                                Claim(mailbox, "side", "7", 1.0)])
+            assert [type(r) for r in results] == [Page, Message, str]
+            assert await query(database_url, "SELECT app_id, mailbox_id FROM messages") == [
+                (mailbox, mailbox)]
 
 
 async def batcher_ops(batcher: Batcher, ops: list[Op]) -> list[Result | Exception]:
@@ -411,9 +440,9 @@ async def test_pages_in_the_database_follow_the_rule(
 
 
 async def test_the_opens_of_one_batch_share_what_its_answer_may_hold(database_url: str) -> None:
-    """Three opens in a batch bounded to 1500 octets get 500 each, whichever way the batch
-    goes (one statement, or op by op after a poisoned op); what does not fit is left for
-    their replays. Alone, an open gets a whole page."""
+    """Three opens in a batch bounded to 1500 octets get 500 each (with a poisoned op beside
+    them too); what does not fit is left for their replays. Alone, an open gets a whole
+    page."""
     with trio.fail_after(TEST_TIMEOUT):
         async with database(database_url) as db:
             store = Store(blur_seconds=None, pages=PageBounds(octets=1000, batch_octets=1500))
@@ -425,9 +454,7 @@ async def test_the_opens_of_one_batch_share_what_its_answer_may_hold(database_ur
             clean = await run_ops(db, store, opens)
             shapes = [(len(p.messages), p.more) for p in clean if isinstance(p, Page)]
             assert shapes == [(1, True), (0, True), (1, False)]
-            rounds = store.round_trips
             poisoned = await run_ops(db, store, [*opens, POISON["NUL in body"]])
-            assert store.round_trips > rounds + 1  # op by op
             assert poisoned[:3] == clean
             [alone] = await run_ops(db, store, opens[:1])
             assert isinstance(alone, Page) and (len(alone.messages), alone.more) == (2, False)
@@ -454,8 +481,8 @@ async def test_an_outage_logs_one_line_not_one_per_op(
 
 
 async def test_rejections_never_break_later_batches(database_url: str) -> None:
-    """Statements psycopg prepares (after a few uses) must keep working after pipelines
-    aborted by a rejected statement: many batches, a poisoned op in some of them."""
+    """Many batches, a poisoned op in some of them: each fails alone, and the batches keep
+    going on the same connection (a failed op leaves it as clean as a committed one)."""
     rng = random.Random(7)
     with trio.fail_after(60):
         async with database(database_url, size=1) as db:
@@ -472,10 +499,10 @@ async def test_rejections_never_break_later_batches(database_url: str) -> None:
                     ops.insert(rng.randrange(len(ops) + 1), Open(APP, "side", "mb1", 1.0))
                 results = await run_ops(db, store, ops)
                 failed = [op for op, r in zip(ops, results, strict=True)
-                          if isinstance(r, OpFailed)]
+                          if isinstance(r, Failed)]
                 assert failed == ([add("bad", float("inf"))] if poisoned else []), results
-                pids.add(await db.run(lambda conn: conn.info.backend_pid))
-            assert len(pids) > 1  # a connection that saw a rejection is not reused
+                pids.add(await db.statement(b"SELECT pg_backend_pid()", []))
+            assert len(pids) == 1
 
 
 async def test_one_prune_call_retires_at_most_its_limit(database_url: str) -> None:
@@ -517,7 +544,7 @@ async def test_a_close_marks_its_mailbox_used(database_url: str) -> None:
             assert await query(database_url, "SELECT updated FROM mailboxes") == [(70.0,)]
 
 
-def _shape(result: Result | OpFailed) -> object:
+def _shape(result: Result | Failed) -> object:
     """A result without what differs by chance between two runs (random mailbox ids, seqs)."""
     if isinstance(result, Message):
         return ("message", result.side, result.phase, result.body)
@@ -530,9 +557,9 @@ def _shape(result: Result | OpFailed) -> object:
     return result
 
 
-async def test_one_statement_and_op_by_op_give_the_same_results(database_url: str) -> None:
-    """A clean batch goes through `mb_batch`; the same ops with a poisoned op among them go
-    op by op in savepoints. Both give the same results and the same usage rows."""
+async def test_a_poisoned_op_changes_nothing_for_the_others(database_url: str) -> None:
+    """A lifecycle alone, and the same lifecycle behind a poisoned op in the same statement,
+    give the same results and the same usage rows; each costs one statement."""
     def lifecycle(app: str) -> list[Op]:
         return [Claim(app, "a", "4", 1.0), Claim(app, "b", "4", 2.0),
                 Claim(app, "c", "4", 2.5),  # crowded
@@ -545,11 +572,11 @@ async def test_one_statement_and_op_by_op_give_the_same_results(database_url: st
     with trio.fail_after(TEST_TIMEOUT):
         async with database(database_url) as db:
             store = Store(blur_seconds=None)
-            clean = await run_ops(db, store, lifecycle("clean"))
-            assert store.round_trips == 1  # one statement
-            poisoned = await run_ops(db, store, [POISON["NUL in body"], *lifecycle("poisoned")])
-            assert store.round_trips > 2  # the statement refused, then op by op
-            assert isinstance(poisoned[0], OpFailed)
+            clean, clean_records = await store.execute(db, lifecycle("clean"))
+            poisoned, poisoned_records = await store.execute(
+                db, [POISON["NUL in body"], *lifecycle("poisoned")])
+            assert store.round_trips == 2
+            assert isinstance(poisoned[0], Failed) and poisoned[0].value_refused
             assert [_shape(r) for r in poisoned[1:]] == [_shape(r) for r in clean]
             assert isinstance(clean[2], Refused) and clean[2].kind is ErrorKind.CROWDED
             assert clean[5] == Refused("mailbox is gone", ErrorKind.GONE)
@@ -557,4 +584,6 @@ async def test_one_statement_and_op_by_op_give_the_same_results(database_url: st
                                 " UNION ALL SELECT app_id, result FROM usage_mailboxes"
                                 " ORDER BY 1, 2")
             by_app = {app: [r for a, r in usage if a == app] for app in ("clean", "poisoned")}
-            assert by_app["clean"] == by_app["poisoned"] and by_app["clean"]
+            assert by_app["clean"] == by_app["poisoned"] == ["crowded", "lonely", "lonely"]
+            assert sorted(r.result for r in clean_records) == by_app["clean"]
+            assert len(poisoned_records) == len(clean_records)

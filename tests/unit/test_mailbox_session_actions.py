@@ -220,11 +220,11 @@ def test_error_kinds_are_chosen_where_raised(
 
 
 @pytest.mark.parametrize(("refusal", "kind"), [
-    (Refused.from_sql("crowded"), "crowded"),
-    (Refused.from_sql("reclaimed"), "reclaimed"),
-    (Refused.from_sql("something new"), "other"),
-    (Refused("no free nameplate", ErrorKind.EXHAUSTED), "exhausted"),
-    (Refused("mailbox is gone", ErrorKind.GONE), "gone"),
+    (Refused.of(ErrorKind.CROWDED), "crowded"),
+    (Refused.of(ErrorKind.RECLAIMED), "reclaimed"),
+    (Refused.of(ErrorKind.EXHAUSTED), "exhausted"),
+    (Refused.of(ErrorKind.GONE), "gone"),
+    (Refused.of(ErrorKind.FULL), "full"),
 ])
 def test_store_refusals_keep_their_text_and_kind(refusal: Refused, kind: str) -> None:
     session = bound()

@@ -3,14 +3,15 @@
 psycopg's async API needs asyncio, so each unit of work (one transaction) runs in a worker
 thread on a pooled connection. A `CapacityLimiter` sized to the pool bounds the threads; a
 cancelled caller really cancels its query (`cancel_safe`), and `statement_timeout` is the
-backstop for anything that slips past.
+backstop for anything that slips past. A hot path that is one statement per transaction uses
+`statement` instead: a dedicated connection that trio drives without a thread (`direct.py`).
 
 A frozen server (SIGSTOP, a hung host) answers nothing, and `statement_timeout` is enforced by
 that server: so every run also has a deadline on the trio side. Past it the caller gets
 `DatabaseUnavailable`, the thread is abandoned (it still holds its connection and limiter
 token until the server answers or TCP gives up) and its transaction rolls back instead of
-committing. TCP keepalives and `tcp_user_timeout` let a thread on a dead host's connection
-give up too.
+committing (a `statement` past it is cancelled; it may have committed if it had finished).
+TCP keepalives and `tcp_user_timeout` let a thread on a dead host's connection give up too.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from functools import partial
 from typing import TypeVar
 
 import psycopg
 import trio
 from psycopg.conninfo import make_conninfo
 
+from wormhole_common.direct import ConnectionLost, DirectConnection
 from wormhole_common.startup import failure_reason
 
 log = logging.getLogger(__name__)
@@ -120,11 +123,13 @@ class Database:
         self._limiter = trio.CapacityLimiter(size)
         self._closed = False
         self.observer = observer
+        self._direct = DirectConnection(partial(self._connect, autocommit=True))
 
-    def _connect(self) -> psycopg.Connection:
+    def _connect(self, *, autocommit: bool = False) -> psycopg.Connection:
         return psycopg.connect(
             make_conninfo(self.url, **KEEPALIVES),
-            autocommit=False,
+            autocommit=autocommit,
+            client_encoding="UTF8",  # `statement` sends its parameters as UTF-8
             connect_timeout=self._connect_timeout,
             options=self._options,
             application_name=self._application_name,
@@ -204,6 +209,38 @@ class Database:
         assert scope.cancelled_caught
         raise DatabaseUnavailable(f"the database did not answer within {limit:g} s")
 
+    async def statement(
+        self, sql: bytes, params: Sequence[bytes | None], *, deadline: float | None = None,
+    ) -> bytes | None:
+        """Run one statement (text parameters) in a transaction of its own, committed when
+        this returns, on the dedicated connection: the first value of its answer, as text.
+        Deadline, `DatabaseUnavailable` and the observer as for `run`; a statement the
+        server refuses raises the psycopg error of its SQLSTATE."""
+        if self._closed:
+            raise DatabaseUnavailable("database adapter is closed")
+        limit = self.deadline if deadline is None else deadline
+        started = time.perf_counter()
+        failed = True
+        try:
+            with trio.move_on_after(limit):
+                try:
+                    value = await self._direct.value(sql, params)
+                except (psycopg.OperationalError, ConnectionLost) as exc:
+                    raise DatabaseUnavailable(failure_reason(exc)) from exc
+                except psycopg.Error as exc:
+                    failed = not rejects_value(exc)
+                    raise
+                except trio.Cancelled:
+                    failed = False  # the caller gave up; unless it was the deadline, below
+                    raise
+                failed = False
+                return value
+            failed = True
+            raise DatabaseUnavailable(f"the database did not answer within {limit:g} s")
+        finally:
+            if self.observer is not None:
+                self.observer(time.perf_counter() - started, failed)
+
     async def wait_until_available(self, patience: float) -> None:
         """At start a database in the same deployment may still be starting: retry a while."""
         with trio.move_on_after(patience):
@@ -226,6 +263,7 @@ class Database:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+        self._direct.close()
 
 
 class Listener:

@@ -1,7 +1,9 @@
-"""Group commit: the commands of many connections share one transaction and one commit.
+"""Group commit: the commands of many connections share one statement, one transaction and one
+commit.
 
 The reference's throughput limit is one durable commit per command. Here one writer task
-takes every op that is waiting, runs them in a single transaction and commits once; each
+takes the ops that are waiting (at most `MAX_BATCH`), runs them as one statement that is a
+transaction of its own (`Store.execute`, on a connection trio drives without a thread); each
 caller gets its own result only after that commit, so nothing is delivered before it is
 durable. Committed messages are handed to `on_message` in storage order before any caller
 wakes.
@@ -13,18 +15,23 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import psycopg
 import trio
+from psycopg import errors
 from wormhole_common.channels import receive_batch
 from wormhole_common.core.failures import FailureLog
-from wormhole_common.database import Database, rejects_value
+from wormhole_common.database import Database
 
 from wormhole_mailbox.core.ops import UNSTORABLE, Add, Message, Op, Result
-from wormhole_mailbox.pipeline import OpFailed
-from wormhole_mailbox.records import Records
+from wormhole_mailbox.core.usage import Records
+from wormhole_mailbox.sqlbatch import Failed
 from wormhole_mailbox.store import Store
 
 log = logging.getLogger(__name__)
+
+# Each op of a batch runs in a subtransaction; past 64 subtransaction ids in one transaction
+# (PostgreSQL's PGPROC_MAX_CACHED_SUBXIDS) every snapshot taken meanwhile, by any backend,
+# must consult pg_subtrans. So a batch holds at most 64 ops.
+MAX_BATCH = 64
 
 
 class StoreFailed(Exception):
@@ -43,9 +50,11 @@ class _Pending:
 class Batcher:
     def __init__(
         self, db: Database, store: Store, *, on_message: Callable[[Add, Message], None],
-        max_batch: int = 512, queue_size: int = 10_000,
+        max_batch: int = MAX_BATCH, queue_size: int = 10_000,
         on_usage: Callable[[Records], None] | None = None,
     ) -> None:
+        if not 1 <= max_batch <= MAX_BATCH:
+            raise ValueError(f"a batch holds 1 to {MAX_BATCH} ops")
         self.db = db
         self.store = store
         self.on_message = on_message
@@ -70,25 +79,19 @@ class Batcher:
             await self._execute(await receive_batch(self._receive, self.max_batch))
 
     async def _execute(self, batch: list[_Pending]) -> None:
-        records: Records = []
-        ops = [p.op for p in batch]
         try:
-            results = await self._results(ops, records)
+            results, records = await self.store.execute(self.db, [p.op for p in batch])
         except Exception as exc:
-            failure = OpFailed.of(exc)
-            self.failures.failed(failure.kind, f"{failure.reason} (a batch of {len(batch)})")
+            reason = str(exc).strip() or type(exc).__name__
+            self.failures.failed(type(exc).__name__, f"{reason} (a batch of {len(batch)})")
             for pending in batch:
-                pending.failure = failure.reason
+                pending.failure = reason
         else:
-            self._committed(records)
+            if self.on_usage is not None and records:
+                self.on_usage(records)
             for pending, result in zip(batch, results, strict=True):
-                if isinstance(result, OpFailed):
-                    self.rejected.failed(result.kind, f"{type(pending.op).__name__}: "
-                                         f"{result.reason}")
-                    if result.value_refused:  # the client's value: an error for it alone
-                        pending.result = UNSTORABLE
-                    else:
-                        pending.failure = result.reason
+                if isinstance(result, Failed):
+                    self._failed(pending, result)
                 else:
                     pending.result = result
             self.failures.succeeded()
@@ -98,24 +101,20 @@ class Batcher:
         for pending in batch:
             pending.done.set()
 
-    async def _results(self, ops: list[Op], records: Records) -> list[Result | OpFailed]:
-        """The batch's results, committed. A value refused outside any op's own savepoint
-        fails the whole transaction: then the batch runs again op by op, where that op
-        fails alone and the others commit."""
-        try:
-            return await self.db.run(lambda conn: self._many(conn, ops, records))
-        except Exception as exc:
-            if not rejects_value(exc):
-                raise
-        return await self.db.run(lambda conn: self._many(conn, ops, records, one_by_one=True))
+    def _failed(self, pending: _Pending, failed: Failed) -> None:
+        """One op failed alone: the client's error if it carried a value PostgreSQL refused,
+        else a server error for that op."""
+        kind = "here" if failed.sqlstate is None else _name(failed.sqlstate)
+        self.rejected.failed(kind, f"{type(pending.op).__name__}: {failed.reason}")
+        if failed.value_refused:
+            pending.result = UNSTORABLE
+        else:
+            pending.failure = failed.reason
 
-    def _many(
-        self, conn: psycopg.Connection, ops: list[Op], records: Records, *,
-        one_by_one: bool = False,
-    ) -> list[Result | OpFailed]:
-        records.clear()  # only the attempt that commits counts
-        return self.store.execute_many(conn, ops, records, one_by_one=one_by_one)
 
-    def _committed(self, records: Records) -> None:
-        if self.on_usage is not None and records:
-            self.on_usage(records)
+def _name(sqlstate: str) -> str:
+    """The condition's name for logs (`ProgramLimitExceeded`), from its SQLSTATE."""
+    try:
+        return errors.lookup(sqlstate).__name__
+    except KeyError:
+        return sqlstate

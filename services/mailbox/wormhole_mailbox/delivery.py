@@ -73,10 +73,11 @@ def local_delivery(hub: Hub, relayed: Counter) -> Callable[[Add, Message], None]
 class RemoteDelivery:
     """Delivers messages other processes stored, from LISTEN/NOTIFY."""
 
-    def __init__(self, db: Database, hub: Hub, origin: str) -> None:
+    def __init__(self, db: Database, hub: Hub, origin: Callable[[], str]) -> None:
         self.db = db
         self.hub = hub
-        self.origin = origin  # this process's name in announcements: its own are skipped
+        # this process's name in announcements now (`Store.origin`): its own are skipped
+        self.origin = origin
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen until cancelled; started once the first attempt to listen is over.
@@ -105,7 +106,8 @@ class RemoteDelivery:
 
     async def deliver(self, notifications: list[psycopg.Notify]) -> None:
         parsed = (parse_announcement(n.payload) for n in notifications)
-        seqs = wanted((a for a in parsed if a is not None), self.origin, self.hub.is_subscribed)
+        seqs = wanted((a for a in parsed if a is not None), self.origin(),
+                      self.hub.is_subscribed)
         if not seqs:
             return
         rows = await self.db.run(lambda db_conn: Store.messages_by_seq(db_conn, seqs))

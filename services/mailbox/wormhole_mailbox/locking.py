@@ -1,18 +1,20 @@
 """Which locks a batch of ops takes first, so that writers of several processes never deadlock.
 
-Every writing transaction calls `mb_lock` (see the migration) before anything else with the
+Every writing transaction calls `mb_lock` (see the migrations) before anything else with the
 keys of all it will touch; the function takes them in one global order. Keys holding a string
-that cannot be sent (a NUL, a lone surrogate) are left out: the op carrying it fails in the
-client before reaching the server, so it needs no lock, and the lock statement never fails
-because of one client's value.
+PostgreSQL cannot hold (a NUL, a lone surrogate) are left out: the op carrying it fails alone
+when its own text is parsed, so it needs no lock, and taking the locks never fails because of
+one client's value.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from wormhole_mailbox.core.ops import Add, Allocate, Claim, Close, Op, Open, Release
-from wormhole_mailbox.pipeline import Query
+
+Query = tuple[str, tuple[Any, ...]]
 
 LOCK_SQL = "SELECT mb_lock(%s, %s, %s, %s, %s, %s, %s)"
 
@@ -41,6 +43,10 @@ class LockKeys:
     def query(self) -> Query:
         return (LOCK_SQL, self.params())
 
+    def as_text(self) -> list[bytes]:
+        """`mb_lock`'s arguments as text parameters (array literals, UTF-8)."""
+        return [_array_literal(keys) for keys in self.params()]
+
     def params(self) -> tuple[list[str], ...]:
         """`mb_lock`'s arguments."""
         return (
@@ -49,6 +55,12 @@ class LockKeys:
             [a for a, _ in self.mailboxes], [m for _, m in self.mailboxes],
             [a for a, _ in self.retiring], [m for _, m in self.retiring],
         )
+
+
+def _array_literal(texts: list[str]) -> bytes:
+    """A `text[]` in PostgreSQL's input syntax: every element quoted, `"` and `\\` escaped."""
+    quoted = ('"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"' for t in texts)
+    return ("{" + ",".join(quoted) + "}").encode("utf-8")
 
 
 def lock_keys(ops: list[Op]) -> LockKeys:

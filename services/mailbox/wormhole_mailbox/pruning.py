@@ -16,10 +16,8 @@ from functools import partial
 import psycopg
 from wormhole_common.database import Database
 
-from wormhole_mailbox import records as usage_rows
 from wormhole_mailbox.core import usage
 from wormhole_mailbox.locking import LockKeys
-from wormhole_mailbox.records import Records
 
 PRUNE_LOCK_KEY = 0x7072756E65  # "prune": one pruner at a time across processes
 DEFAULT_BATCH_SIZE = 500
@@ -98,31 +96,16 @@ class Pruner:
     def _retire(
         self, conn: psycopg.Connection, stale: list[Key], cutoff: float, now: float,
     ) -> PruneReport:
-        rows = conn.execute(
-            "SELECT o_app, o_nameplates, o_mailbox FROM mb_prune(%s, %s, %s)",
-            ([a for a, _ in stale], [m for _, m in stale], cutoff),
-        ).fetchall()
-        records: Records = []
-        queries = []
-        nameplates = 0
-        for app, plates, summary in rows:
-            for plate in plates:
-                record, query = usage_rows.nameplate(
-                    app, plate, now, pruned=True, blur_seconds=self.blur_seconds)
-                records.append(record)
-                queries.append(query)
-                nameplates += 1
-            if summary is not None:
-                mailbox_record, query = usage_rows.mailbox(
-                    app, summary, now, pruned=True, blur_seconds=self.blur_seconds)
-                records.append(mailbox_record)
-                queries.append(query)
-        for sql in (usage_rows.NAMEPLATE_SQL, usage_rows.MAILBOX_SQL):
-            params = [p for s, p in queries if s == sql]
-            if params:
-                conn.cursor().executemany(sql, params)
-        return PruneReport(0, nameplates, len(rows), ran=True, records=tuple(records),
-                           candidates=len(stale))
+        """Retire those of `stale` still untouched since `cutoff`; `mb_prune_recorded` writes
+        their usage rows and returns the records."""
+        row = conn.execute(
+            "SELECT mb_prune_recorded(%s, %s, %s, %s, %s)",
+            ([a for a, _ in stale], [m for _, m in stale], cutoff, now, self.blur_seconds),
+        ).fetchone()
+        records = tuple(usage.from_sql(record) for record in (row[0] if row else []))
+        nameplates = sum(isinstance(r, usage.NameplateUsage) for r in records)
+        return PruneReport(0, nameplates, len(records) - nameplates, ran=True,
+                           records=records, candidates=len(stale))
 
 
 async def prune_in_batches(

@@ -2,8 +2,9 @@
 
 The way of one `add`: `front.serve_stream` (TCP, HTTP upgrade) → `connection.ClientConnection`
 (reader) → `session.Session` (rules: actions) → `batcher.Batcher` (group commit) →
-`store.Store` (SQL) → at commit `delivery.local_delivery` → `hub.Hub` → each subscribed
-`ClientConnection` (writer). Other processes learn of it through `delivery.RemoteDelivery`.
+`store.Store` (one statement, `sqlbatch`; each op's effect is SQL) → at commit
+`delivery.local_delivery` → `hub.Hub` → each subscribed `ClientConnection` (writer). Other
+processes learn of it through `delivery.RemoteDelivery`.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class MailboxServer:
                       max_bytes=settings.mailbox_max_bytes, pages=pages)
         self.batcher = Batcher(db, store, on_message=local_delivery(self.hub, metrics.messages),
                                on_usage=metrics.usage)
-        self.delivery = RemoteDelivery(db, self.hub, self.server_id)
+        self.delivery = RemoteDelivery(db, self.hub, lambda: store.origin)
         self.pruner = PruneLoop(db, store, self.hub, metrics, PruneSettings(
             expiry=settings.channel_expiry_seconds, interval=settings.prune_interval_seconds,
             blur=settings.blur_usage_seconds, server_id=self.server_id, rebooted=time.time(),
@@ -172,7 +173,8 @@ def open_limits(settings: MailboxSettings, share: WorkerShare | None = None) -> 
     `/metrics`, and one address may take at most a quarter of them. Unset, the server's total
     is every worker's descriptors, at most `MEMORY_CEILING` (memory is the machine's)."""
     open_files = raise_open_file_limit()
-    sized = connection_limits(open_files, database_connections=settings.database_pool_size + 1,
+    # the pool, the listening connection and the batcher's own
+    sized = connection_limits(open_files, database_connections=settings.database_pool_size + 2,
                               per_address=settings.max_connections_per_ip)
     workers = 1 if share is None else share.tally.workers
     total = settings.max_connections or min(MEMORY_CEILING, sized.total * workers)

@@ -29,7 +29,6 @@ class ErrorKind(StrEnum):
     UNSTORABLE = "unstorable"  # a value PostgreSQL refused (data exception) past our checks
     INTERNAL = "internal"  # the database failed
     TIMEOUT = "timeout"  # the database did not answer within the command's deadline
-    OTHER = "other"  # a refusal text the SQL functions returned that this set does not name
 
 
 class ProtocolError(Exception):

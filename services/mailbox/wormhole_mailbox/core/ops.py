@@ -121,12 +121,20 @@ class Refused:
     kind: ErrorKind
 
     @classmethod
-    def from_sql(cls, text: str) -> Refused:
-        """A refusal returned by the SQL functions (`migrations/`), which name it in words."""
-        return cls(text, _SQL_REFUSALS.get(text, ErrorKind.OTHER))
+    def of(cls, kind: ErrorKind) -> Refused:
+        """The refusal of this kind (one of `REFUSALS`: the codes the SQL functions answer,
+        docs/mailbox-protocol.md §9.1), with its text for the client."""
+        return cls(REFUSALS[kind], kind)
 
 
-_SQL_REFUSALS = {"crowded": ErrorKind.CROWDED, "reclaimed": ErrorKind.RECLAIMED}
+# The store's refusals: their texts for the client, by kind.
+REFUSALS = {
+    ErrorKind.CROWDED: "crowded",
+    ErrorKind.RECLAIMED: "reclaimed",
+    ErrorKind.EXHAUSTED: "no free nameplate",
+    ErrorKind.FULL: "mailbox is full",
+    ErrorKind.GONE: "mailbox is gone",
+}
 
 # A value the database refused (a data exception) although the session's checks let it
 # through: the client's command, not the database, is at fault, and nothing of it was stored.
