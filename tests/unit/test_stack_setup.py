@@ -79,7 +79,7 @@ def test_help_shows_the_stacks_own_defaults() -> None:
     assert "MAILBOX_DATABASE_URL (or MAILBOX_DATABASE_URL_FILE)  [default: the embedded" \
            " PostgreSQL]" in text
     assert "  MAILBOX_METRICS_HOST  [default: 127.0.0.1]" in text
-    assert text.count("CPUs available") == 1
+    assert text.count("half the CPUs available") == 1
 
 
 def settings(**env: str) -> tuple[StackSettings, MailboxSettings, TransitSettings]:

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 from wormhole_common.settings import EmptyIsUnset, PoolSize, Port, ServiceSettings
-from wormhole_common.workers import available_cpus
+from wormhole_common.workers import default_workers
 
 from wormhole_mailbox.core.addresses import Network
 from wormhole_mailbox.core.limits import LimitSettings
@@ -50,8 +50,8 @@ class MailboxSettings(ServiceSettings):
     metrics_port: Port = Field(default=9410, description="port of /metrics, /healthz, /readyz"
                                " (0: none)")
     workers: int = Field(
-        default_factory=available_cpus, ge=1, le=256,
-        json_schema_extra={"shown_default": "CPUs available"},
+        default_factory=default_workers, ge=1, le=256,
+        json_schema_extra={"shown_default": "half the CPUs available, at least 1"},
         description="worker processes sharing the port (1: one process)")
     workers_by_address: bool = Field(
         default=True,
