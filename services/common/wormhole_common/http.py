@@ -13,7 +13,6 @@ import contextlib
 
 import trio
 
-from wormhole_common.accepting import close_now
 from wormhole_common.core.websocket import HandshakeError, Request, parse_head
 
 MAX_HEAD_BYTES = 8 * 1024  # what common servers allow a request head
@@ -118,10 +117,3 @@ async def get(host: str, port: int, path: str) -> tuple[int, bytes]:
             chunks.append(chunk)
     status = head.split(b" ", 2)[1]
     return int(status) if status.isdigit() else 0, b"".join(chunks)
-
-
-async def answer_and_close(stream: trio.abc.Stream, data: bytes) -> None:
-    try:
-        await answer(stream, data)
-    finally:
-        await close_now(stream)
