@@ -16,13 +16,15 @@ from wormhole_common.settings import (
 from wormhole_mailbox.settings import MailboxSettings
 from wormhole_transit.settings import TransitSettings
 
+from tests.support.environment import settings_from
+
 URL = "postgresql://mailbox@db.example/mailbox"
 SERVICES: list[type[ServiceSettings]] = [MailboxSettings, TransitSettings]
 
 
 def error(cls: type[ServiceSettings], **env: str) -> str:
     with pytest.raises(ConfigError) as info:
-        load_settings(cls, environ=env)
+        settings_from(cls, env)
     return str(info.value)
 
 
@@ -30,7 +32,7 @@ def error(cls: type[ServiceSettings], **env: str) -> str:
 @pytest.mark.parametrize("value", ["info", "Info", "INFO", "debug", "Warning", "error"])
 def test_log_level_is_case_insensitive(cls: type[ServiceSettings], value: str) -> None:
     prefix = cls.env_name("")
-    settings = load_settings(cls, environ={f"{prefix}DATABASE_URL": URL,
+    settings = settings_from(cls, {f"{prefix}DATABASE_URL": URL,
                                            f"{prefix}LOG_LEVEL": value})
     assert settings.log_level == value.upper()
 
@@ -102,18 +104,19 @@ def test_a_typo_gets_a_warning_with_the_closest_name() -> None:
 
 
 def test_shared_fields_have_each_services_defaults() -> None:
-    mailbox = load_settings(MailboxSettings, environ={"MAILBOX_DATABASE_URL": URL})
-    transit = load_settings(TransitSettings, environ={})
+    mailbox = settings_from(MailboxSettings, {"MAILBOX_DATABASE_URL": URL})
+    transit = settings_from(TransitSettings, {})
     assert (mailbox.port, mailbox.metrics_port, mailbox.database_pool_size) == (4000, 9410, 4)
     assert (transit.port, transit.metrics_port, transit.database_pool_size) == (4001, 9411, 2)
     assert (mailbox.shutdown_grace_seconds, transit.shutdown_grace_seconds) == (3, 10)
     assert mailbox.database_startup_timeout_seconds == transit.database_startup_timeout_seconds
 
 
-def test_only_the_given_mapping_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_process_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRANSIT_PORT", "1234")
-    assert load_settings(TransitSettings, environ={}).port == 4001
-    assert load_settings(TransitSettings).port == 1234
+    monkeypatch.setenv("transit_log_level", "debug")  # names in any case, as pydantic-settings
+    settings = load_settings(TransitSettings)
+    assert (settings.port, settings.log_level) == (1234, "DEBUG")
 
 
 def test_defaults_as_shown() -> None:

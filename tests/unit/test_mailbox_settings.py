@@ -6,8 +6,10 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-from wormhole_common.settings import ConfigError, load_settings
+from wormhole_common.settings import ConfigError
 from wormhole_mailbox.settings import MailboxSettings
+
+from tests.support.environment import settings_from
 
 URL = "postgresql://mailbox@db.example/mailbox"
 
@@ -15,7 +17,7 @@ URL = "postgresql://mailbox@db.example/mailbox"
 def load(**env: str) -> MailboxSettings:
     environ = {"MAILBOX_DATABASE_URL": URL}
     environ.update({f"MAILBOX_{k.upper()}": v for k, v in env.items()})
-    return load_settings(MailboxSettings, environ=environ)
+    return settings_from(MailboxSettings, environ)
 
 
 def test_defaults() -> None:
@@ -104,7 +106,7 @@ def test_key_value_connection_string_is_accepted() -> None:
 
 
 def test_unrelated_variables_are_ignored() -> None:
-    s = load_settings(MailboxSettings, environ={"MAILBOX_DATABASE_URL": URL, "MAILBOX_NOPE": "1",
+    s = settings_from(MailboxSettings, {"MAILBOX_DATABASE_URL": URL, "MAILBOX_NOPE": "1",
                                                 "TRANSIT_PORT": "x"})
     assert s.port == 4000
 
@@ -146,13 +148,13 @@ def test_invalid_values_name_the_variable(variable: str, value: str) -> None:
 
 def test_missing_database_url_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="MAILBOX_DATABASE_URL is not set"):
-        load_settings(MailboxSettings, environ={})
+        settings_from(MailboxSettings, {})
 
 
 @pytest.mark.parametrize("value", ["", "not a url"])
 def test_bad_database_url_names_the_variable(value: str) -> None:
     with pytest.raises(ConfigError, match="MAILBOX_DATABASE_URL"):
-        load_settings(MailboxSettings, environ={"MAILBOX_DATABASE_URL": value})
+        settings_from(MailboxSettings, {"MAILBOX_DATABASE_URL": value})
 
 
 def test_several_problems_are_all_reported() -> None:
@@ -164,7 +166,7 @@ def test_several_problems_are_all_reported() -> None:
 def test_database_url_from_file(tmp_path: Path) -> None:
     secret = tmp_path / "url"
     secret.write_text(URL + "\n", encoding="utf-8")
-    s = load_settings(MailboxSettings, environ={"MAILBOX_DATABASE_URL_FILE": str(secret)})
+    s = settings_from(MailboxSettings, {"MAILBOX_DATABASE_URL_FILE": str(secret)})
     assert s.database_url == URL
 
 
@@ -180,7 +182,7 @@ def test_database_password_from_file(tmp_path: Path) -> None:
 def test_unreadable_secret_file_names_the_variable(tmp_path: Path) -> None:
     missing = tmp_path / "missing"
     with pytest.raises(ConfigError, match="MAILBOX_DATABASE_URL_FILE") as info:
-        load_settings(MailboxSettings, environ={"MAILBOX_DATABASE_URL_FILE": str(missing)})
+        settings_from(MailboxSettings, {"MAILBOX_DATABASE_URL_FILE": str(missing)})
     assert str(missing) in str(info.value)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from wormhole_common.cli import variables_help
-from wormhole_common.settings import ConfigError, load_settings, unknown_variables
+from wormhole_common.settings import ConfigError, unknown_variables
 from wormhole_mailbox.settings import MailboxSettings
 from wormhole_stack import account
 from wormhole_stack.__main__ import (
@@ -23,6 +23,8 @@ from wormhole_stack.__main__ import (
 from wormhole_stack.postgres import incomplete_cluster
 from wormhole_stack.settings import StackSettings
 from wormhole_transit.settings import TransitSettings
+
+from tests.support.environment import settings_from
 
 URL = "host=/data/socket user=wormhole dbname=wormhole"
 
@@ -84,8 +86,8 @@ def test_help_shows_the_stacks_own_defaults() -> None:
 
 def settings(**env: str) -> tuple[StackSettings, MailboxSettings, TransitSettings]:
     full = service_environment(env, URL)
-    return (load_settings(StackSettings, full), load_settings(MailboxSettings, full),
-            load_settings(TransitSettings, full))
+    return (settings_from(StackSettings, full), settings_from(MailboxSettings, full),
+            settings_from(TransitSettings, full))
 
 
 def test_the_printed_host_is_the_operators_name_else_the_one_address_listened_on() -> None:

@@ -6,26 +6,28 @@ from pathlib import Path
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict
-from wormhole_common.settings import ConfigError, load_settings
+from wormhole_common.settings import ConfigError
 from wormhole_transit.settings import TransitSettings
+
+from tests.support.environment import settings_from
 
 URL = "postgresql://wormhole@postgres:5432/wormhole"
 
 
 def test_no_password_keeps_the_url() -> None:
-    s = load_settings(TransitSettings, environ={"TRANSIT_DATABASE_URL": URL,
+    s = settings_from(TransitSettings, {"TRANSIT_DATABASE_URL": URL,
                                                 "TRANSIT_DATABASE_PASSWORD": ""})
     assert s.database_password is None
     assert s.connection_string() == URL
 
 
 def test_no_database_is_still_allowed() -> None:
-    s = load_settings(TransitSettings, environ={"TRANSIT_DATABASE_PASSWORD": "pw"})
+    s = settings_from(TransitSettings, {"TRANSIT_DATABASE_PASSWORD": "pw"})
     assert s.connection_string() is None
 
 
 def test_password_variable_is_added_to_the_url() -> None:
-    s = load_settings(TransitSettings, environ={"TRANSIT_DATABASE_URL": URL,
+    s = settings_from(TransitSettings, {"TRANSIT_DATABASE_URL": URL,
                                                 "TRANSIT_DATABASE_PASSWORD": "s3cret"})
     params = conninfo_to_dict(s.connection_string() or "")
     assert params == {"user": "wormhole", "host": "postgres", "port": "5432",
@@ -35,7 +37,7 @@ def test_password_variable_is_added_to_the_url() -> None:
 def test_password_file_is_read_and_stripped(tmp_path: Path) -> None:
     secret = tmp_path / "postgres_password.txt"
     secret.write_text("from-a-file\n")
-    s = load_settings(TransitSettings, environ={"TRANSIT_DATABASE_URL": URL,
+    s = settings_from(TransitSettings, {"TRANSIT_DATABASE_URL": URL,
                                                 "TRANSIT_DATABASE_PASSWORD_FILE": str(secret)})
     assert conninfo_to_dict(s.connection_string() or "")["password"] == "from-a-file"
 
@@ -43,5 +45,5 @@ def test_password_file_is_read_and_stripped(tmp_path: Path) -> None:
 def test_unreadable_password_file_names_the_variable(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     with pytest.raises(ConfigError, match="TRANSIT_DATABASE_PASSWORD_FILE="):
-        load_settings(TransitSettings, environ={"TRANSIT_DATABASE_URL": URL,
+        settings_from(TransitSettings, {"TRANSIT_DATABASE_URL": URL,
                                                 "TRANSIT_DATABASE_PASSWORD_FILE": str(missing)})

@@ -103,7 +103,7 @@ class Database:
         self,
         url: str,
         *,
-        size: int = 4,
+        size: int,
         statement_timeout_ms: int = 10_000,
         connect_timeout_s: int = 5,
         deadline_seconds: float = 10.0,

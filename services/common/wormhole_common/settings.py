@@ -1,9 +1,11 @@
 """Environment-only configuration shared by both services.
 
 `ServiceSettings` holds the fields both services have (database, ports, metrics, log level)
-with their validators; each service adds its own fields and defaults. pydantic-settings
-reports errors by field name; operators set environment variables, so `load_settings`
-translates each error back to the variable, its value (secrets masked) and what was expected.
+with their validators; each service adds its own fields and defaults. pydantic-settings reads
+the variables `<env_prefix><FIELD>` (its environment source) and `<VARIABLE>_FILE` of a secret
+(`SecretFiles`); it reports errors by field name, and operators set environment variables, so
+`load_settings` translates each error back to the variable, its value (secrets masked) and what
+was expected.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from psycopg.conninfo import make_conninfo
 from pydantic import BeforeValidator, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
 
 S = TypeVar("S", bound="EnvSettings")
 
@@ -51,10 +54,11 @@ def mask_url(url: str) -> str:
 
 
 class EnvSettings(BaseSettings):
-    """Settings read only from environment variables `<env_prefix><FIELD>` by `load_settings`.
+    """Settings read only from environment variables `<env_prefix><FIELD>` (any case).
 
     Fields named in `secret_fields` may also be given as a path in `<VARIABLE>_FILE`
-    (the Docker secrets convention), which is read at start; their values are never shown.
+    (the Docker secrets convention), which is read at start and wins over the variable
+    itself; their values are never shown.
     """
 
     secret_fields: ClassVar[tuple[str, ...]] = ()
@@ -65,8 +69,8 @@ class EnvSettings(BaseSettings):
         env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Only what `load_settings` passes: it reads the environment itself, once."""
-        return (init_settings,)
+        """The environment and the secrets' files only: no `.env` file, no secrets directory."""
+        return (init_settings, SecretFiles(cls), env_settings)
 
     @classmethod
     def env_name(cls, field: str) -> str:
@@ -134,18 +138,38 @@ class ServiceSettings(EnvSettings):
         return make_conninfo(self.database_url, password=self.database_password)
 
 
-def _secrets_from_files(cls: type[EnvSettings], env: Mapping[str, str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for field in cls.secret_fields:
-        name = cls.env_name(field) + "_FILE"
-        path = env.get(name)
-        if not path:
-            continue
+def secret_file(cls: type[EnvSettings], field: str) -> tuple[str, str] | None:
+    """`<VARIABLE>_FILE` and the path it holds, when it is set (not empty) for `field`."""
+    name = cls.env_name(field) + "_FILE"
+    path = next((value for key, value in os.environ.items() if key.upper() == name), "")
+    return (name, path) if path else None
+
+
+class SecretFiles(PydanticBaseSettingsSource):
+    """The value of each secret field whose `<VARIABLE>_FILE` is set: that file's contents,
+    stripped; a file that cannot be read stops the service with `ConfigError`."""
+
+    def __init__(self, settings_cls: type[EnvSettings]) -> None:
+        super().__init__(settings_cls)
+        self.secrets = settings_cls
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        given = secret_file(self.secrets, field_name)
+        if field_name not in self.secrets.secret_fields or given is None:
+            return None, field_name, False
+        name, path = given
         try:
-            values[field] = Path(path).read_text(encoding="utf-8").strip()
+            return Path(path).read_text(encoding="utf-8").strip(), field_name, False
         except OSError as exc:
             raise ConfigError(f"{name}={path!r}: cannot read the file ({exc.strerror})") from exc
-    return values
+
+    def __call__(self) -> dict[str, Any]:
+        values = {}
+        for field_name in self.secrets.secret_fields:
+            value, key, _ = self.get_field_value(self.secrets.model_fields[field_name], field_name)
+            if value is not None:
+                values[key] = value
+        return values
 
 
 def _expected(message: str) -> str:
@@ -156,39 +180,40 @@ def _expected(message: str) -> str:
     return message[:1].lower() + message[1:]
 
 
-def describe_errors(
-    cls: type[EnvSettings], error: ValidationError, env: Mapping[str, str],
-    from_files: Mapping[str, object],
-) -> list[str]:
+def _given(cls: type[EnvSettings], field: str, validated: object) -> str:
+    """Where a field's value came from and that value, as read (before any validator changed
+    it; `validated` if no source has it), secrets masked: `<VARIABLE>=<value>:` or
+    `<VARIABLE>_FILE=<path>: the file holds <value>,`."""
+    info = cls.model_fields.get(field)
+    if info is None:
+        return f"configuration={validated!r}:"
+    from_file = SecretFiles(cls).get_field_value(info, field)[0]
+    where = secret_file(cls, field)
+    if from_file is not None and where is not None:
+        return f"{where[0]}={where[1]!r}: the file holds {cls.shown(field, from_file)},"
+    value = EnvSettingsSource(cls).get_field_value(info, field)[0]
+    return f"{cls.env_name(field)}={cls.shown(field, validated if value is None else value)}:"
+
+
+def describe_errors(cls: type[EnvSettings], error: ValidationError) -> list[str]:
     """One phrase per problem, naming the environment variable rather than the field."""
     lines = []
     for item in error.errors():
         loc = item.get("loc") or ()
         field = str(loc[0]) if loc else ""
-        name = cls.env_name(field) if field else "configuration"
         if item.get("type") == "missing":
-            lines.append(f"{name} is not set: it is required")
-            continue
-        if field in from_files:
-            file_name = f"{name}_FILE"
-            lines.append(f"{file_name}={env.get(file_name, '')!r}: the file holds"
-                         f" {cls.shown(field, from_files[field])}, {_expected(item['msg'])}")
-            continue
-        value = env.get(name, item.get("input"))
-        lines.append(f"{name}={cls.shown(field, value)}: {_expected(item['msg'])}")
+            lines.append(f"{cls.env_name(field)} is not set: it is required")
+        else:
+            lines.append(f"{_given(cls, field, item.get('input'))} {_expected(item['msg'])}")
     return lines
 
 
-def load_settings(cls: type[S], environ: Mapping[str, str] | None = None) -> S:
+def load_settings(cls: type[S]) -> S:
     """Build settings from the environment or raise `ConfigError` naming the variables."""
-    env = os.environ if environ is None else environ
-    overrides = _secrets_from_files(cls, env)
-    values = {field: env[cls.env_name(field)] for field in cls.model_fields
-              if cls.env_name(field) in env}
     try:
-        return cls(**{**values, **overrides})
+        return cls()
     except ValidationError as exc:
-        raise ConfigError("; ".join(describe_errors(cls, exc, env, overrides))) from None
+        raise ConfigError("; ".join(describe_errors(cls, exc))) from None
 
 
 def unknown_variables(cls: type[EnvSettings], environ: Mapping[str, str],

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import trio
 from wormhole_common.database import DatabaseUnavailable
-from wormhole_common.wsconnection import Closed, Upgrade, WebSocket
+from wormhole_common.wsconnection import WRITE_TIMEOUT, Closed, Upgrade, WebSocket
 
 from wormhole_mailbox.batcher import StoreFailed
 from wormhole_mailbox.core import hashcash
@@ -69,11 +69,11 @@ class Services:
     metrics: MailboxMetrics
     ping_interval: float
     ping_timeout: float
-    command_timeout: float = 10  # a store op past it: an error, then a 1011 close
+    command_timeout: float  # a store op past it: an error, then a 1011 close
     # the pages of a mailbox after a seq (`replay.pages`), for an `open` with more than a page
     replay: Callable[[Key, int], AsyncGenerator[list[Message], None]] | None = None
     read_stall: float = DEFAULT_STALL_SECONDS  # a replay's client reading nothing: too slow
-    write_timeout: float = 60  # for the client to read anything we have for it, else dropped
+    write_timeout: float = WRITE_TIMEOUT  # for the client to read anything we have for it
 
 
 class ClientConnection:

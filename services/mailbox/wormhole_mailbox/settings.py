@@ -7,11 +7,21 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
-from wormhole_common.settings import EmptyIsUnset, PoolSize, Port, ServiceSettings
+from wormhole_common.core.fdlimit import MEMORY_CEILING
+from wormhole_common.settings import EmptyIsUnset, Port, ServiceSettings
 from wormhole_common.workers import default_workers
+from wormhole_common.wsconnection import WRITE_TIMEOUT
 
 from wormhole_mailbox.core.addresses import Network
-from wormhole_mailbox.core.limits import LimitSettings
+from wormhole_mailbox.core.limits import (
+    CHANNEL_EXPIRY_SECONDS,
+    MAILBOX_MAX_BYTES,
+    MAILBOX_MAX_MESSAGES,
+    PRUNE_INTERVAL_SECONDS,
+    LimitSettings,
+)
+from wormhole_mailbox.core.paging import PageBounds
+from wormhole_mailbox.core.read_clock import DEFAULT_STALL_SECONDS
 
 
 class MailboxSettings(ServiceSettings):
@@ -20,7 +30,6 @@ class MailboxSettings(ServiceSettings):
     database_url: str = Field(min_length=1, description="PostgreSQL URL"
                               " (postgresql://user@host:port/db) or key=value connection string"
                               " (or *_FILE: a file holding it)")
-    database_pool_size: PoolSize = Field(default=4, description="database connections")
     port: Port = Field(default=4000, description="WebSocket port (clients connect to"
                        " ws://HOST:PORT/v1)")
     motd: Annotated[str | None, EmptyIsUnset] = Field(
@@ -31,9 +40,9 @@ class MailboxSettings(ServiceSettings):
         default=None, description="refuse every client with this error (maintenance)")
     allow_list: bool = Field(default=True, description="answer `list` with the nameplates in"
                              " use (needed for code completion)")
-    channel_expiry_seconds: float = Field(default=11 * 60, gt=0,
+    channel_expiry_seconds: float = Field(default=CHANNEL_EXPIRY_SECONDS, gt=0,
                                           description="idle channels are pruned after this")
-    prune_interval_seconds: float = Field(default=5 * 60, gt=0,
+    prune_interval_seconds: float = Field(default=PRUNE_INTERVAL_SECONDS, gt=0,
                                           description="how often pruning runs")
     trusted_proxies: Annotated[tuple[Network, ...], NoDecode] = Field(
         default=(), description="comma-separated CIDRs whose X-Forwarded-For is believed")
@@ -45,8 +54,8 @@ class MailboxSettings(ServiceSettings):
     websocket_ping_timeout_seconds: float = Field(
         default=600, gt=0, description="drop a client that answers no ping for this long")
     websocket_write_timeout_seconds: float = Field(
-        default=60, gt=0, description="drop a client that reads nothing for this long while"
-        " the server has frames for it (pongs and closes included)")
+        default=WRITE_TIMEOUT, gt=0, description="drop a client that reads nothing for this"
+        " long while the server has frames for it (pongs and closes included)")
     metrics_port: Port = Field(default=9410, description="port of /metrics, /healthz, /readyz"
                                " (0: none)")
     workers: int = Field(
@@ -66,7 +75,7 @@ class MailboxSettings(ServiceSettings):
         default=None, ge=1,
         description="Open connections at most (per server); unset: sized from the open-file"
         " limit (the limit minus a reserve for the database pool, listeners and /metrics, per"
-        " worker; at most 10,000 per server)")
+        f" worker; at most {MEMORY_CEILING:,} per server)")
     max_connections_per_ip: int = Field(
         default=LimitSettings.max_connections_per_address, ge=1,
         description="Open connections from one address (an IPv6 /64) at most; capped at a"
@@ -79,24 +88,24 @@ class MailboxSettings(ServiceSettings):
         description="New mailboxes (a claim of a nameplate the connection did not allocate,"
         " or an open of a mailbox its claim did not return) per address and minute")
     mailbox_max_messages: int = Field(
-        default=1000, ge=1,
+        default=MAILBOX_MAX_MESSAGES, ge=1,
         description="Messages one mailbox holds at most; an add past it gets 'mailbox is full'")
     mailbox_max_bytes: int = Field(
-        default=4 << 20, ge=1,
+        default=MAILBOX_MAX_BYTES, ge=1,
         description="Octets of message bodies one mailbox holds at most (default 4 MiB); an"
         " add past it gets 'mailbox is full'")
     replay_page_bytes: int = Field(
-        default=1 << 20, ge=1, le=64 << 20,
+        default=PageBounds.octets, ge=1, le=64 << 20,
         description="Octets of messages (bodies, sides, phases, ids) in one page of a mailbox's"
         " replay at most (default 1 MiB; a bigger message comes alone); the next page is read"
         " once the client's connection has taken the one before")
     replay_batch_bytes: int = Field(
-        default=16 << 20, ge=1, le=128 << 20,
+        default=PageBounds.batch_octets, ge=1, le=128 << 20,
         description="Octets of messages the first pages of all opens in one database batch"
         " (one answer) hold together at most (default 16 MiB); past it each gets an equal"
         " share and the rest comes as replay pages")
     read_stall_seconds: float = Field(
-        default=60, gt=0,
+        default=DEFAULT_STALL_SECONDS, gt=0,
         description="A client that takes nothing of a replay waiting for it for this long is"
         " closed (1008 'too slow to read'); however long a replay it is steadily reading takes")
     command_timeout_seconds: float = Field(

@@ -12,17 +12,12 @@ from dataclasses import replace
 import psycopg
 from wormhole_common.database import Database
 
+from wormhole_mailbox.core.limits import MAILBOX_MAX_BYTES, MAILBOX_MAX_MESSAGES
 from wormhole_mailbox.core.ops import Message, Op, Page, Result
 from wormhole_mailbox.core.paging import PageBounds
 from wormhole_mailbox.core.usage import Records
 from wormhole_mailbox.pruning import Pruner
 from wormhole_mailbox.sqlbatch import BATCH_SQL, BatchSettings, Failed, Statement, page
-
-# A real exchange stores fewer than 10 messages of under 10 KB; a text sent through the
-# mailbox is one body of at most a frame (1 MiB). These leave room for both and for long
-# dilation sessions (a few messages per reconnection), yet bound what one mailbox may hold.
-DEFAULT_MAX_MESSAGES = 1000
-DEFAULT_MAX_BYTES = 4 << 20
 
 PAGE_SQL = "SELECT mb_page(%s, %s, %s, %s, %s, %s)"
 
@@ -30,7 +25,7 @@ PAGE_SQL = "SELECT mb_page(%s, %s, %s, %s, %s, %s)"
 class Store:
     def __init__(
         self, *, blur_seconds: float | None, origin: str = "",
-        max_messages: int = DEFAULT_MAX_MESSAGES, max_bytes: int = DEFAULT_MAX_BYTES,
+        max_messages: int = MAILBOX_MAX_MESSAGES, max_bytes: int = MAILBOX_MAX_BYTES,
         pages: PageBounds | None = None,
     ) -> None:
         self.blur_seconds = blur_seconds

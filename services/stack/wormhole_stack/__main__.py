@@ -15,7 +15,7 @@ import pwd
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import trio
@@ -63,7 +63,7 @@ OTHER_PROGRAMS = frozenset({
 })
 
 
-def service_environment(environ: dict[str, str], embedded_url: str | None) -> dict[str, str]:
+def service_environment(environ: Mapping[str, str], embedded_url: str | None) -> dict[str, str]:
     """The children's environment: the operator's, plus the database they share."""
     env = dict(environ)
     if embedded_url is not None:
@@ -258,20 +258,22 @@ class Stack:
             await self.database.stop()
 
 
-def load(environ: dict[str, str]) -> Loaded:
-    stack = load_settings(StackSettings, environ)
+def load() -> Loaded:
+    """The stack's settings and its children's. The children inherit the stack's environment,
+    so theirs is set here first and their settings are read from it as they will read them."""
+    stack = load_settings(StackSettings)
     account = server_user(stack.postgres_user)
     database = None
-    if not commands.external_database(environ):
+    if not commands.external_database():
         database = EmbeddedPostgres(stack.data_dir, account)
-    env = service_environment(environ, database.url() if database else None)
-    mailbox = load_settings(MailboxSettings, env)
-    transit = load_settings(TransitSettings, env)
+    os.environ.update(service_environment(os.environ, database.url() if database else None))
+    mailbox = load_settings(MailboxSettings)
+    transit = load_settings(TransitSettings)
     for name, port in (("MAILBOX_PORT", mailbox.port), ("TRANSIT_PORT", transit.port)):
         if port == 0:
             raise ConfigError(f"{name}=0: the stack needs a fixed port to tell clients")
     check_unprivileged_ports(account, listen_ports(stack, mailbox, transit))
-    return Loaded(stack, database, env, mailbox, transit, account)
+    return Loaded(stack, database, dict(os.environ), mailbox, transit, account)
 
 
 def listen_ports(stack: StackSettings, mailbox: MailboxSettings,
@@ -295,14 +297,14 @@ def check_ports(ports: list[tuple[str, str, int | None]]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["psql"]:
-        return commands.psql(args[1:], os.environ)
+        return commands.psql(args[1:])
     if args[:1] == ["usage"]:
-        return commands.usage(args[1:], os.environ)
+        return commands.usage(args[1:])
     parse_command_line(PROG, SUMMARY, [StackSettings, MailboxSettings, TransitSettings], args,
                        extra=EXTRA, defaults=HELP_DEFAULTS, preface=commands.PREFACE)
     configure_logging("INFO")
     try:
-        loaded = load(dict(os.environ))
+        loaded = load()
         for warning in unknown_variables(StackSettings, os.environ, OTHER_PROGRAMS):
             log.warning("%s", warning)
         check_ports(listen_ports(loaded.stack, loaded.mailbox, loaded.transit))

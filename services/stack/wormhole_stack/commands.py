@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import psycopg
 from wormhole_common.cli import config_exit
@@ -33,14 +33,16 @@ PREFACE = f"""Commands (while the stack runs, with the same WORMHOLE_DATA_DIR):
       {ROLE}); ARGS go to psql, e.g. -c 'TABLE transit_usage'"""
 
 
-def external_database(environ: Mapping[str, str]) -> bool:
-    return bool(environ.get("MAILBOX_DATABASE_URL") or environ.get("MAILBOX_DATABASE_URL_FILE"))
+def external_database() -> bool:
+    """Whether the operator named a database, so the stack embeds none."""
+    return bool(os.environ.get("MAILBOX_DATABASE_URL")
+                or os.environ.get("MAILBOX_DATABASE_URL_FILE"))
 
 
-def embedded(environ: Mapping[str, str], command: str) -> EmbeddedPostgres:
+def embedded(command: str) -> EmbeddedPostgres:
     """The running stack's embedded PostgreSQL, or `SystemExit` saying why there is none."""
     try:
-        stack = load_settings(StackSettings, environ)
+        stack = load_settings(StackSettings)
     except ConfigError as exc:
         raise config_exit(PROG, str(exc)) from None
     database = EmbeddedPostgres(stack.data_dir, None)
@@ -51,18 +53,18 @@ def embedded(environ: Mapping[str, str], command: str) -> EmbeddedPostgres:
     return database
 
 
-def psql(args: Sequence[str], environ: Mapping[str, str]) -> int:
+def psql(args: Sequence[str]) -> int:
     """Replace this process with the wheel's psql on the embedded database."""
-    if external_database(environ):
+    if external_database():
         print(f"{PROG} psql: MAILBOX_DATABASE_URL is set, so the stack uses that database:"
               " connect to it with your own psql", file=sys.stderr, flush=True)
         return 2
-    database = embedded(environ, "psql")
+    database = embedded("psql")
     binary = str(bin_dir() / "psql")
     os.execv(binary, [binary, "-h", str(database.sockets), "-U", ROLE, "-d", DATABASE, *args])
 
 
-def usage(args: Sequence[str], environ: Mapping[str, str]) -> int:
+def usage(args: Sequence[str]) -> int:
     """Print the usage summary of the stack's database."""
     parser = argparse.ArgumentParser(prog=f"{PROG} usage", description="Usage records by"
                                      " day (UTC) and mood, from the stack's database.")
@@ -70,13 +72,13 @@ def usage(args: Sequence[str], environ: Mapping[str, str]) -> int:
     days = parser.parse_args(args).days
     if days < 1:
         parser.error("--days: expected a number of days from 1")
-    if external_database(environ):
+    if external_database():
         try:
-            url = load_settings(MailboxSettings, environ).connection_string() or ""
+            url = load_settings(MailboxSettings).connection_string() or ""
         except ConfigError as exc:
             raise config_exit(PROG, str(exc)) from None
     else:
-        url = embedded(environ, "usage").url()
+        url = embedded("usage").url()
     try:
         counts = read_counts(url, since(time.time(), days))
     except psycopg.OperationalError as exc:

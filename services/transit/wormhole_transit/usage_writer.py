@@ -67,7 +67,7 @@ class UsageRecorder:
     """Takes records synchronously (from `finally` blocks too) and writes them in batches."""
 
     def __init__(
-        self, db: Database | None, *, queue_size: int = 10_000, log_json: bool = True,
+        self, db: Database | None, *, queue_size: int, log_json: bool = True,
         retry_max_seconds: float = 10.0,
     ) -> None:
         self.db = db

@@ -35,6 +35,17 @@ ERRORS_PER_SECOND = 5
 # past this many, more are closed without an answer, so a flood cannot use up descriptors.
 ANSWERED_REFUSALS = 16
 
+# A real exchange stores fewer than 10 messages of under 10 KB; a text sent through the
+# mailbox is one body of at most a frame (1 MiB). These leave room for both and for long
+# dilation sessions (a few messages per reconnection), yet bound what one mailbox may hold
+# (an `add` past either gets 'mailbox is full').
+MAILBOX_MAX_MESSAGES = 1000
+MAILBOX_MAX_BYTES = 4 << 20
+
+# Pruning removes channels idle for CHANNEL_EXPIRY_SECONDS, every PRUNE_INTERVAL_SECONDS.
+CHANNEL_EXPIRY_SECONDS = 11 * 60
+PRUNE_INTERVAL_SECONDS = 5 * 60
+
 REFUSAL_REASONS = ("connections_total", "connections_per_address", "allocations_rate",
                    "mailboxes_rate", "nameplates_held")
 
@@ -70,7 +81,7 @@ class LimitSettings:
     allocations_per_minute: float = 60  # also the burst: a full bucket holds a minute's worth
     mailboxes_per_minute: float = 60
     nameplates_per_address: int = 100
-    nameplate_linger_seconds: float = 16 * 60  # MAILBOX_CHANNEL_EXPIRY + PRUNE_INTERVAL
+    nameplate_linger_seconds: float = CHANNEL_EXPIRY_SECONDS + PRUNE_INTERVAL_SECONDS
     max_tracked: int = 32_768  # addresses remembered per kind of state: 25 MiB at most in all
 
     def shared_by(self, workers: int) -> LimitSettings:
