@@ -29,7 +29,7 @@ from wormhole_transit.server import TransitServer
 from tests.support import browser
 from tests.support.browser import Page, headless_chromium, required
 from tests.support.mailbox import running_mailbox
-from tests.support.postgres import free_port
+from tests.support.postgres import free_ports
 from tests.support.processes import wait_for_port
 from tests.support.transit import (
     connect,
@@ -112,10 +112,11 @@ def caddy(binary: str, scratch: Path, mailbox: MailboxServer,
     """The project's Caddyfile in front of both services, as the tls profile runs it but for
     DOMAIN=localhost:PORT (Caddy's internal CA issues its certificate); the URLs and the CA's
     root certificate."""
-    port, page_port, storage = free_port(), free_port(), scratch / "caddy"
+    port, page_port, http_port = free_ports(3)
+    storage = scratch / "caddy"
     config = scratch / "Caddyfile"
     config.write_text(CADDY_GLOBALS.format(
-        http_port=free_port(), storage=storage, caddyfile=ROOT / "Caddyfile", page=PAGE,
+        http_port=http_port, storage=storage, caddyfile=ROOT / "Caddyfile", page=PAGE,
         page_port=page_port))
     env = {"PATH": "/usr/bin:/bin", "HOME": str(scratch), "XDG_DATA_HOME": str(scratch),
            "XDG_CONFIG_HOME": str(scratch), "DOMAIN": f"localhost:{port}",
