@@ -230,11 +230,14 @@ class WebSocket:
     async def aclose(self) -> None:
         """End the connection: a close frame if none went out (1000), then the end of our
         side and a bounded linger for the peer's (so unread bytes do not reset the close
-        frame away), and the socket closed."""
+        frame away), and the socket closed. A peer that has sent its close frame or ended
+        its side sends nothing more, so the common end of a connection closes at once,
+        without a timer."""
         try:
-            with trio.move_on_after(LINGER_SECONDS):
-                await self._send_close(websocket.close_frame(1000))
-            if not self.broken:
+            if not (self.close_sent or self.broken):
+                with trio.move_on_after(LINGER_SECONDS):
+                    await self._send_close(websocket.close_frame(1000))
+            if not (self.broken or self.ended or self.close_received is not None):
                 await linger(self.stream)
         finally:
             self.broken = True
