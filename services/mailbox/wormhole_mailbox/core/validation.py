@@ -127,12 +127,18 @@ class _Numbers:
             return _OUT_OF_RANGE
 
 
+# Made once: `json.loads` with hooks builds a decoder and its scanner for every call. Frames
+# are decoded one at a time, on the event loop's thread, so the hooks' note is reset per frame.
+_FLOATS = _Numbers()
+_DECODER = json.JSONDecoder(parse_float=_FLOATS.parse_float, parse_constant=_refuse_constant)
+
+
 def _load(text: str) -> tuple[Any, bool]:
     """The parsed value and whether it holds a refused number (`_OUT_OF_RANGE`)."""
-    numbers = _Numbers()
+    numbers = _FLOATS
+    numbers.refused = False
     try:
-        value = json.loads(text, parse_float=numbers.parse_float,
-                           parse_constant=_refuse_constant)
+        value = _DECODER.decode(text)
     except (json.JSONDecodeError, _NotJson):
         raise
     except ValueError:  # an integer too long to convert: read again to name its field
