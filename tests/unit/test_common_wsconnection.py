@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import trio
 import trio.testing
 from wormhole_common.core.websocket import close_frame, text_frame
-from wormhole_common.wsconnection import Closed, WebSocket
+from wormhole_common.wsconnection import Closed, Upgrade, WebSocket
 
 from tests.unit.test_common_websocket import client_frame
 
@@ -110,3 +112,20 @@ async def test_try_send_on_a_memory_stream_keeps_all_for_flush() -> None:
         assert ws.try_send(text_frame("two")) is False  # behind the first
         await ws.flush()
         assert await client.receive_some() == text_frame("one") + text_frame("two")
+
+
+async def test_a_deferred_101_goes_out_with_the_first_frame_in_one_write() -> None:
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    head = (b"GET /v1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(a))
+    ws = await Upgrade(stream, head, 1 << 20).accept([], deferred=True)
+    with pytest.raises(BlockingIOError):  # nothing is written before the first frame
+        b.recv(1 << 16)
+    assert ws.try_send(text_frame("welcome")) is True
+    received = b.recv(1 << 16)  # one write: the 101, then the frame
+    assert received.startswith(b"HTTP/1.1 101 ")
+    assert received.endswith(b"\r\n\r\n" + text_frame("welcome"))
+    b.close()
+    await ws.aclose()

@@ -133,9 +133,12 @@ class WebSocket:
         burst. A closed connection takes nothing (False; `flush` then says `Closed`)."""
         if self.broken or self.close_sent:
             return False
-        if self._tail or self._fd < 0 or self._writing.locked():
-            self._tail += data  # behind what is kept already, or another write under way
+        if self._fd < 0 or self._writing.locked():
+            self._tail += data  # another write under way
             return False
+        if self._tail:  # kept (a deferred 101, or what a writer flushes next): before `data`
+            self._tail += data
+            data, self._tail = bytes(self._tail), bytearray()
         sent = self._write(data)
         if sent < len(data) and not self.broken:
             self._tail += memoryview(data)[sent:]
@@ -273,7 +276,15 @@ class Upgrade:
         await answer(self._stream, response(status, body))
 
     async def accept(self, extra_headers: list[tuple[bytes, bytes]],
-                     write_timeout: float = WRITE_TIMEOUT) -> WebSocket:
-        await self._stream.send_all(websocket.upgrade_response(self._accept_key, extra_headers))
+                     write_timeout: float = WRITE_TIMEOUT, *, deferred: bool = False,
+                     ) -> WebSocket:
+        """The WebSocket, once the 101 is sent; or, `deferred`, with the 101 kept to go out
+        in one write with what the caller sends at once (a welcome)."""
+        response = websocket.upgrade_response(self._accept_key, extra_headers)
         self.headers = []  # read by now; an idle connection should not keep them
-        return WebSocket(self._stream, self._max_message_size, self._buffered, write_timeout)
+        ws = WebSocket(self._stream, self._max_message_size, self._buffered, write_timeout)
+        if deferred:
+            ws._tail += response
+        else:
+            await self._stream.send_all(response)
+        return ws

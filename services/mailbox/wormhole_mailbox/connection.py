@@ -312,7 +312,9 @@ class ClientHandler:
     async def _serve_admitted(
         self, request: Upgrade, address: PeerAddress,
     ) -> WebSocket:
-        ws = await request.accept([(b"Server", SERVER_HEADER)], self.services.write_timeout)
+        # the 101 goes out with the welcome, written at once by `connection.run`
+        ws = await request.accept([(b"Server", SERVER_HEADER)], self.services.write_timeout,
+                                  deferred=True)
         self.services.metrics.connections["websocket"].inc()
         session = Session(self.config, spent=self.spent, quota=self.limits.client(address.host))
         assert self._tasks is not None, "ClientHandler.run is not running"
