@@ -67,7 +67,10 @@ class Batcher:
 
     async def submit(self, op: Op) -> Result:
         pending = _Pending(op)
-        await self._send.send(pending)
+        try:  # without the yield of `send` (a scheduler pass per op) unless the queue is full
+            self._send.send_nowait(pending)
+        except trio.WouldBlock:
+            await self._send.send(pending)
         await pending.done.wait()
         if pending.failure is not None:
             raise StoreFailed(pending.failure)
