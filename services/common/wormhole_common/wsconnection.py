@@ -194,7 +194,13 @@ class WebSocket:
 
     async def _drain(self, *, quiet: bool) -> None:
         """Write everything kept (and a pending pong); `Closed` unless `quiet` if the stream
-        breaks or the peer reads nothing for `write_timeout` seconds."""
+        breaks or the peer reads nothing for `write_timeout` seconds. What the socket takes
+        at once, with no other write under way, needs no lock and no yield (a close echo)."""
+        if self._pong is None and self._fd >= 0 and not self._writing.locked():
+            if sent := self._write(self._tail):
+                del self._tail[:sent]
+            if not self._tail and not self.broken:
+                return
         async with self._writing:
             while not self.broken:
                 if not self._tail:
