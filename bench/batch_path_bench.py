@@ -102,7 +102,7 @@ async def main() -> None:
     cluster = TestCluster(durable=True)
     cluster.start()
     try:
-        db = Database(cluster.url)
+        db = Database(cluster.url, size=2)
         await migrate(db, "mailbox", "wormhole_mailbox")
         db.close()
         postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])

@@ -17,7 +17,7 @@ PID = b"SELECT pg_backend_pid()"
 
 async def test_the_answer_comes_after_the_commit(database_url: str) -> None:
     failed: list[bool] = []
-    db = Database(database_url, observer=lambda _seconds, error: failed.append(error))
+    db = Database(database_url, size=2, observer=lambda _seconds, error: failed.append(error))
     try:
         with trio.fail_after(TEST_TIMEOUT):
             await db.run(lambda conn: conn.execute("CREATE TABLE t (x int)"))
@@ -33,7 +33,7 @@ async def test_the_answer_comes_after_the_commit(database_url: str) -> None:
 
 async def test_a_refused_statement_leaves_the_connection_usable(database_url: str) -> None:
     failed: list[bool] = []
-    db = Database(database_url, observer=lambda _seconds, error: failed.append(error))
+    db = Database(database_url, size=2, observer=lambda _seconds, error: failed.append(error))
     try:
         with trio.fail_after(TEST_TIMEOUT):
             pid = await db.statement(PID, [])
@@ -48,7 +48,7 @@ async def test_a_refused_statement_leaves_the_connection_usable(database_url: st
 
 
 async def test_a_lost_connection_fails_one_statement_then_reconnects(database_url: str) -> None:
-    db = Database(database_url)
+    db = Database(database_url, size=2)
     try:
         with trio.fail_after(TEST_TIMEOUT):
             pid = await db.statement(PID, [])
@@ -61,7 +61,7 @@ async def test_a_lost_connection_fails_one_statement_then_reconnects(database_ur
 
 
 async def test_a_cancelled_statement_is_cancelled_in_the_server(database_url: str) -> None:
-    db = Database(database_url)
+    db = Database(database_url, size=2)
     try:
         with trio.fail_after(TEST_TIMEOUT):
             pid = await db.statement(PID, [])
@@ -78,7 +78,7 @@ async def test_a_cancelled_statement_is_cancelled_in_the_server(database_url: st
 
 
 async def test_a_late_statement_fails_at_the_deadline(database_url: str) -> None:
-    db = Database(database_url)
+    db = Database(database_url, size=2)
     try:
         with trio.fail_after(TEST_TIMEOUT):
             await db.statement(PID, [])  # connected

@@ -37,7 +37,7 @@ def url(server_database_url: str) -> Iterator[str]:
     url = make_conninfo(**params)
 
     async def migrated() -> None:
-        db = Database(url)
+        db = Database(url, size=2)
         try:
             await migrate(db, "mailbox", "wormhole_mailbox")
         finally:
@@ -115,7 +115,7 @@ def test_the_wide_range_after_999_then_none(conn: psycopg.Connection) -> None:
 
 
 async def test_allocations_in_one_batch_get_distinct_names(url: str) -> None:
-    db = Database(url)
+    db = Database(url, size=2)
     try:
         with trio.fail_after(30):
             results, _ = await Store(blur_seconds=None).execute(
