@@ -34,7 +34,7 @@ from wormhole_common.database import Database  # noqa: E402
 from wormhole_common.migrations import migrate  # noqa: E402
 from wormhole_mailbox.core.ops import Add, Claim, Close, Op, Open, Release  # noqa: E402
 from wormhole_mailbox.core.paging import PageBounds  # noqa: E402
-from wormhole_mailbox.sqlbatch import BATCH_SQL, BatchSettings, Statement  # noqa: E402
+from wormhole_mailbox.core.sqlbatch import BATCH_SQL, BatchSettings, Statement  # noqa: E402
 
 from bench.mailbox_bench import postgres_cpu  # noqa: E402
 from tests.support.postgres import TestCluster  # noqa: E402

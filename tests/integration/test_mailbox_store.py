@@ -34,13 +34,13 @@ from wormhole_mailbox.core.ops import (
     Result,
 )
 from wormhole_mailbox.core.paging import PageBounds, page_length
+from wormhole_mailbox.core.sqlbatch import Failed
 from wormhole_mailbox.pruning import (
     DEFAULT_BATCH_SIZE,
     PRUNE_LOCK_KEY,
     PruneReport,
     prune_in_batches,
 )
-from wormhole_mailbox.sqlbatch import Failed
 from wormhole_mailbox.store import Store
 
 from tests.integration.mailbox_helpers import TEST_TIMEOUT, count, query

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from wormhole_mailbox.core.locking import LOCK_SQL, lock_keys
 from wormhole_mailbox.core.ops import (
     Add,
     Allocate,
@@ -12,7 +13,6 @@ from wormhole_mailbox.core.ops import (
     Open,
     Release,
 )
-from wormhole_mailbox.locking import LOCK_SQL, lock_keys
 
 
 def test_each_op_locks_what_it_writes() -> None:

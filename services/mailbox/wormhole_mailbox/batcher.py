@@ -22,8 +22,8 @@ from wormhole_common.core.failures import FailureLog
 from wormhole_common.database import Database
 
 from wormhole_mailbox.core.ops import UNSTORABLE, Add, Message, Op, Result
+from wormhole_mailbox.core.sqlbatch import Failed
 from wormhole_mailbox.core.usage import Records
-from wormhole_mailbox.sqlbatch import Failed
 from wormhole_mailbox.store import Store
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ import psycopg
 from wormhole_common.database import Database
 
 from wormhole_mailbox.core import usage
-from wormhole_mailbox.locking import LockKeys
+from wormhole_mailbox.core.locking import LockKeys
 
 PRUNE_LOCK_KEY = 0x7072756E65  # "prune": one pruner at a time across processes
 DEFAULT_BATCH_SIZE = 500

@@ -15,9 +15,9 @@ from wormhole_common.database import Database
 from wormhole_mailbox.core.limits import MAILBOX_MAX_BYTES, MAILBOX_MAX_MESSAGES
 from wormhole_mailbox.core.ops import Message, Op, Page, Result
 from wormhole_mailbox.core.paging import PageBounds
+from wormhole_mailbox.core.sqlbatch import BATCH_SQL, BatchSettings, Failed, Statement, page
 from wormhole_mailbox.core.usage import Records
 from wormhole_mailbox.pruning import Pruner
-from wormhole_mailbox.sqlbatch import BATCH_SQL, BatchSettings, Failed, Statement, page
 
 PAGE_SQL = "SELECT mb_page(%s, %s, %s, %s, %s, %s)"
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from wormhole_mailbox.core import usage
 from wormhole_mailbox.core.errors import ErrorKind
+from wormhole_mailbox.core.locking import lock_keys
 from wormhole_mailbox.core.ops import (
     Add,
     Allocate,
@@ -39,7 +40,6 @@ from wormhole_mailbox.core.ops import (
 )
 from wormhole_mailbox.core.paging import PageBounds
 from wormhole_mailbox.core.usage import Records
-from wormhole_mailbox.locking import lock_keys
 
 BATCH_SQL = b"SELECT mb_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
 
