@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mailbox_bench import ONE_ADDRESS, SOURCES, tree_rss  # noqa: E402 - bench/ is the script's folder
+from mailbox_bench import ONE_ADDRESS, SOURCES, peak_rss_during  # noqa: E402 - bench/ is the script's folder
 
 from tests.support.postgres import TestCluster, free_port  # noqa: E402
 from tests.support.processes import wait_for_port  # noqa: E402
@@ -90,26 +89,10 @@ async def replay(url: str, mailbox: str, expected: int) -> int:
 
 def measure_replay(url: str, pid: int, cap: int) -> None:
     mailbox, stored = asyncio.run(fill_mailbox(url, cap))
-    before, peak = tree_rss(pid), 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, tree_rss(pid))
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-
     async def four() -> list[int]:
         return list(await asyncio.gather(*(replay(url, mailbox, stored) for _ in range(4))))
 
-    try:
-        received = asyncio.run(four())
-    finally:
-        done.set()
-        sampler.join()
+    received, before, peak = peak_rss_during(pid, lambda: asyncio.run(four()))
     print(f"  replayed to 4 openers: {received} messages each")
     print(f"  server RSS {before / 2**20:.0f} MiB before, peak {peak / 2**20:.0f} MiB:"
           f" growth {(peak - before) / 2**20:.0f} MiB (target < 256)")

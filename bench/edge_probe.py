@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mailbox_bench import tree_rss  # noqa: E402 - bench/ is the script's folder
+from mailbox_bench import peak_rss_during  # noqa: E402 - bench/ is the script's folder
 
 from tests.support.postgres import TestCluster, free_port  # noqa: E402
 from tests.support.processes import wait_for_port  # noqa: E402
@@ -134,25 +134,14 @@ def upgrades(port: int) -> dict[str, str]:
     return out
 
 
-def with_peak_rss(pid: int, work: threading.Thread) -> int:
-    before = peak = tree_rss(pid)
-    work.start()
-    while work.is_alive():
-        peak = max(peak, tree_rss(pid))
-        time.sleep(0.01)
-    return peak - before
-
-
 def fragments(port: int, pid: int) -> dict[str, str]:
     one_byte = frame(b"a", 0x01) + frame(b"a", 0x00) * 200_000
     empty = frame(b"", 0x01) + frame(b"", 0x00) * (20_000_000 // 6)
     out = {}
     for name, data in (("200,000 one-byte fragments", one_byte), ("20 MB empty", empty)):
-        result: list[tuple[int | None, bool]] = []
-        thread = threading.Thread(
-            target=lambda d=data, r=result: r.append(send_while_reading(port, d)))
-        grown = with_peak_rss(pid, thread)
-        out[name] = f"close {result[0][0]}, peak RSS +{grown / 2**20:.1f} MiB"
+        (code, _), before, peak = peak_rss_during(
+            pid, lambda d=data: send_while_reading(port, d))
+        out[name] = f"close {code}, peak RSS +{(peak - before) / 2**20:.1f} MiB"
     return out
 
 

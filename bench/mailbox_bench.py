@@ -24,8 +24,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -33,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from tests.support.postgres import TestCluster, free_port  # noqa: E402
 from tests.support.processes import wait_for_port  # noqa: E402
 
+T = TypeVar("T")
 REF_VENV = ROOT / "bench" / ".ref-venv-mailbox"
 TICKS = os.sysconf("SC_CLK_TCK")
 SOURCES = 256  # loopback addresses the load comes from: a worker group steers by address
@@ -104,6 +108,28 @@ def tree_rss(pid: int) -> int:
         except OSError:
             continue
     return total
+
+
+def peak_rss_during(pid: int, work: Callable[[], T]) -> tuple[T, int, int]:
+    """`work()`'s result, and the RSS of `pid`'s tree before it and at its peak while it ran
+    (sampled every 20 ms from another thread)."""
+    before = peak = tree_rss(pid)
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, tree_rss(pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = work()
+    finally:
+        done.set()
+        sampler.join()
+    return result, before, peak
 
 
 def idle_memory(port: int, pid: int, count: int) -> dict[str, float]:

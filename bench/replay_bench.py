@@ -19,7 +19,6 @@ import secrets
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mailbox_bench import ONE_ADDRESS, tree_rss  # noqa: E402 - bench/ is the script's folder
+from mailbox_bench import ONE_ADDRESS, peak_rss_during  # noqa: E402 - bench/ is the script's folder
 
 from tests.support.postgres import TestCluster, free_port  # noqa: E402
 from tests.support.processes import wait_for_port  # noqa: E402
@@ -77,27 +76,12 @@ async def replay(url: str, expected: int) -> tuple[int, bool, str]:
 def measure(url: str, pid: int, openers: int, expected: int) -> int:
     """Replay to `openers` at once; returns the peak RSS growth in bytes."""
     time.sleep(1)
-    before, peak = tree_rss(pid), 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, tree_rss(pid))
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
     started = time.monotonic()
 
     async def all_openers() -> list[tuple[int, bool, str]]:
         return list(await asyncio.gather(*(replay(url, expected) for _ in range(openers))))
 
-    try:
-        results = asyncio.run(all_openers())
-    finally:
-        done.set()
-        sampler.join()
+    results, before, peak = peak_rss_during(pid, lambda: asyncio.run(all_openers()))
     seconds = time.monotonic() - started
     for n, (got, in_order, how) in enumerate(results):
         order = "in order" if in_order else "NOT in order"
