@@ -80,7 +80,8 @@ async def refuse(
         try:
             with trio.move_on_after(REFUSAL_SECONDS):
                 await read_head(stream)
-                await answer(stream, response(503, refusal.text.encode() + b"\n"))
+                # no linger: a refused socket must not hold its place (the head was read)
+                await stream.send_all(response(503, refusal.text.encode() + b"\n"))
         except (trio.BrokenResourceError, trio.ClosedResourceError, HandshakeError):
             pass
         finally:
