@@ -8,6 +8,7 @@ import pytest
 import trio
 import trio.testing
 from wormhole_common.core.websocket import close_frame, text_frame
+from wormhole_common.http import split_head
 from wormhole_common.wsconnection import Closed, Upgrade, WebSocket
 
 from tests.unit.test_common_websocket import client_frame
@@ -120,7 +121,7 @@ async def test_a_deferred_101_goes_out_with_the_first_frame_in_one_write() -> No
     head = (b"GET /v1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
     stream = trio.SocketStream(trio.socket.from_stdlib_socket(a))
-    ws = await Upgrade(stream, head, 1 << 20).accept([], deferred=True)
+    ws = await Upgrade(stream, *split_head(head), 1 << 20).accept([], deferred=True)
     with pytest.raises(BlockingIOError):  # nothing is written before the first frame
         b.recv(1 << 16)
     assert ws.try_send(text_frame("welcome")) is True

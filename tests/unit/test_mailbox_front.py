@@ -6,6 +6,7 @@ import pytest
 import trio
 import trio.testing
 from prometheus_client import CollectorRegistry
+from wormhole_common.http import split_head
 from wormhole_common.wsconnection import Upgrade
 from wormhole_mailbox.core.addresses import PeerAddress
 from wormhole_mailbox.front import (
@@ -21,14 +22,14 @@ PEER = PeerAddress("198.51.100.4", 1234)
 
 
 @pytest.mark.parametrize(("head", "upgrade"), [
-    (b"GET /v1 HTTP/1.1\r\nUpgrade: websocket\r\n\r\n", True),
-    (b"GET /v1 HTTP/1.1\r\nupgrade:  WebSocket\r\n\r\n", True),
-    (b"GET /v1 HTTP/1.1\r\nConnection: Upgrade\r\n\r\n", False),
-    (b"GET /v1 HTTP/1.1\r\nUpgrade: h2c\r\n\r\n", False),
+    (b"GET /v1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n", True),
+    (b"GET /v1 HTTP/1.1\r\nHost: x\r\nupgrade:  WebSocket\r\n\r\n", True),
+    (b"GET /v1 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n\r\n", False),
+    (b"GET /v1 HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n\r\n", False),
     (b"GET /websocket HTTP/1.1\r\nHost: x\r\n\r\n", False),  # only the headers count
 ])
 def test_is_upgrade_reads_the_upgrade_header(head: bytes, upgrade: bool) -> None:
-    assert is_upgrade(head) is upgrade
+    assert is_upgrade(split_head(head)[0]) is upgrade
 
 
 @pytest.mark.parametrize(("request_line", "status", "body"), [
@@ -40,7 +41,7 @@ def test_is_upgrade_reads_the_upgrade_header(head: bytes, upgrade: bool) -> None
     (b"GET /elsewhere HTTP/1.1", b"404", b"Not Found\n"),
 ])
 def test_plain_requests_get_small_answers(request_line: bytes, status: bytes, body: bytes) -> None:
-    answer = plain_response(request_line + b"\r\nHost: x\r\n\r\n")
+    answer = plain_response(split_head(request_line + b"\r\nHost: x\r\n\r\n")[0])
     assert answer.split(b" ")[1] == status
     assert answer.partition(b"\r\n\r\n")[2] == body
 

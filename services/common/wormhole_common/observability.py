@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from wormhole_common.accepting import close_now
-from wormhole_common.core.websocket import HandshakeError
+from wormhole_common.core.websocket import HandshakeError, check_host
 from wormhole_common.http import answer, read_head, refusal, response, split_head
 from wormhole_common.listening import bound, open_listeners
 
@@ -122,6 +122,7 @@ class MetricsEndpoint:
         """The whole HTTP response to one request head."""
         try:
             request, _ = split_head(head)
+            check_host(request)
         except HandshakeError as exc:
             return refusal(exc)
         method, target = request.method.decode("latin-1"), request.target.decode("latin-1")

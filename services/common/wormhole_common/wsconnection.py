@@ -30,9 +30,10 @@ from wormhole_common.core.websocket import (
     Message,
     Ping,
     Pong,
+    Request,
     Violation,
 )
-from wormhole_common.http import LINGER_SECONDS, answer, linger, refusal, response, split_head
+from wormhole_common.http import LINGER_SECONDS, answer, linger, refusal, response
 
 RECEIVE_BYTES = 64 * 1024
 WRITE_TIMEOUT = 60.0  # seconds a peer may read nothing while we have something to send
@@ -257,23 +258,24 @@ class WebSocket:
 class Upgrade:
     """A valid upgrade request, to accept (101) or refuse (an HTTP answer)."""
 
-    def __init__(self, stream: trio.abc.Stream, head: bytes, max_message_size: int) -> None:
-        """`head`: what was read of the request, its head and maybe frames after it; raises
-        `websocket.HandshakeError` for a request that cannot be upgraded."""
-        request, self._buffered = split_head(head)
+    def __init__(self, stream: trio.abc.Stream, request: Request, buffered: bytes,
+                 max_message_size: int) -> None:
+        """`request` as `http.split_head` parsed it, `buffered` what came after its head (maybe
+        frames); raises `websocket.HandshakeError` for a request that cannot be upgraded."""
         self._accept_key = websocket.check_upgrade(request)
+        self._buffered = buffered
         self.headers = request.headers
         self.path = request.target.decode("latin-1")
         self._stream = stream
         self._max_message_size = max_message_size
 
     @classmethod
-    async def read(cls, stream: trio.abc.Stream, head: bytes, max_message_size: int,
-                   ) -> Upgrade | None:
-        """The upgrade request in `head`; None if it cannot be upgraded, once the client has
+    async def read(cls, stream: trio.abc.Stream, request: Request, buffered: bytes,
+                   max_message_size: int) -> Upgrade | None:
+        """The upgrade `request` asks for; None if it cannot be upgraded, once the client has
         been told why (400, 405 or 426)."""
         try:
-            return cls(stream, head, max_message_size)
+            return cls(stream, request, buffered, max_message_size)
         except websocket.HandshakeError as exc:
             await answer(stream, refusal(exc))
             return None

@@ -18,6 +18,9 @@ from wormhole_common.core.websocket import (
     PROTOCOL_ERROR,
     TOO_BIG,
     HandshakeError,
+    Request,
+    check_host,
+    header,
 )
 from wormhole_common.http import answer, read_head, refusal, response, split_head
 from wormhole_common.wsconnection import Upgrade, WebSocket
@@ -95,7 +98,7 @@ async def serve_stream(
 ) -> None:
     """One connection: a WebSocket upgrade goes to `handle`, a plain request is answered."""
     try:
-        head: bytes | None = None
+        upgrade: tuple[Request, bytes] | None = None
         with trio.move_on_after(HANDSHAKE_SECONDS) as handshake:
             try:
                 head = await read_head(stream)
@@ -103,12 +106,10 @@ async def serve_stream(
                 metrics.dropped["head_too_large"].inc()
                 await answer(stream, refusal(exc))
                 return
-            if head is not None and not is_upgrade(head):
-                metrics.connections["http"].inc()
-                await answer(stream, plain_response(head))
-                head = None
-        if head is not None:
-            await serve_websocket(stream, head, peer, handle, metrics)
+            if head is not None:
+                upgrade = await _route(stream, head, metrics)
+        if upgrade is not None:
+            await serve_websocket(stream, upgrade, peer, handle, metrics)
         elif handshake.cancelled_caught:
             metrics.dropped["handshake_timeout"].inc()
     except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -117,12 +118,30 @@ async def serve_stream(
         await close_now(stream)
 
 
+async def _route(stream: trio.abc.Stream, head: bytes, metrics: MailboxMetrics,
+                 ) -> tuple[Request, bytes] | None:
+    """The request, parsed once: an upgrade (with what came after its head) is returned for
+    the WebSocket; anything else is answered here."""
+    try:
+        request, buffered = split_head(head)
+    except HandshakeError as exc:  # not HTTP/1.x
+        metrics.connections["http"].inc()
+        await answer(stream, refusal(exc))
+        return None
+    if is_upgrade(request):
+        return request, buffered
+    metrics.connections["http"].inc()
+    await answer(stream, plain_response(request))
+    return None
+
+
 async def serve_websocket(
-    stream: trio.abc.Stream, head: bytes, peer: PeerAddress, handle: WebSocketHandler,
-    metrics: MailboxMetrics,
+    stream: trio.abc.Stream, parsed: tuple[Request, bytes], peer: PeerAddress,
+    handle: WebSocketHandler, metrics: MailboxMetrics,
 ) -> None:
-    """The upgrade: refused with an HTTP answer if invalid, else served by `handle`."""
-    upgrade = await Upgrade.read(stream, head, MAX_MESSAGE_BYTES)
+    """The upgrade (the request and what came after its head): refused with an HTTP answer
+    if invalid, else served by `handle`."""
+    upgrade = await Upgrade.read(stream, *parsed, MAX_MESSAGE_BYTES)
     if upgrade is None:
         metrics.dropped["bad_upgrade"].inc()
         return
@@ -133,18 +152,14 @@ async def serve_websocket(
         metrics.dropped["write_timeout"].inc()
 
 
-def is_upgrade(head: bytes) -> bool:
-    for line in head.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"upgrade" and b"websocket" in value.lower():
-            return True
-    return False
+def is_upgrade(request: Request) -> bool:
+    return b"websocket" in (header(request.headers, b"upgrade") or b"").lower()
 
 
-def plain_response(head: bytes) -> bytes:
+def plain_response(request: Request) -> bytes:
     """The whole answer to a request that is not a WebSocket upgrade."""
     try:
-        request, _ = split_head(head)
+        check_host(request)
     except HandshakeError as exc:
         return refusal(exc)
     method, path = request.method.decode("latin-1"), request.target.decode("latin-1")

@@ -18,7 +18,7 @@ import time
 
 import trio
 from wormhole_common.core.websocket import HandshakeError
-from wormhole_common.http import answer, read_head, refusal
+from wormhole_common.http import answer, read_head, refusal, split_head
 from wormhole_common.wsconnection import Closed, Upgrade, WebSocket
 
 from wormhole_transit.core.handshake import (
@@ -283,12 +283,13 @@ class _WebSocketWatch:
     async def handshake(self) -> Result | None:
         try:
             head = await read_head(self.stream)
-        except HandshakeError as exc:  # a head over the limit
+            if head is None:
+                return None
+            request, buffered = split_head(head)
+        except HandshakeError as exc:  # a head over the limit, or not HTTP/1.x
             await answer(self.stream, refusal(exc))
             return None
-        if head is None:
-            return None
-        upgrade = await Upgrade.read(self.stream, head, MAX_WS_MESSAGE)
+        upgrade = await Upgrade.read(self.stream, request, buffered, MAX_WS_MESSAGE)
         if upgrade is None:
             return None
         self.ws = await upgrade.accept([])

@@ -79,7 +79,8 @@ class Request:
 
 def parse_head(head: bytes) -> Request:
     """The request in a head (without its final blank line); `HandshakeError(400)` if it is
-    not HTTP/1.x, or an HTTP/1.1 request has no `Host` (RFC 9112 3.2)."""
+    not HTTP/1.x. What it asks for is checked by who answers it (`check_host`,
+    `check_upgrade`), so a bad upgrade is still known as one."""
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ")
     if len(parts) != 3 or not parts[0] or not parts[1] or not _HTTP_VERSION.fullmatch(parts[2]):
@@ -92,9 +93,13 @@ def parse_head(head: bytes) -> Request:
         if not colon or not name or name != name.strip():
             raise HandshakeError(400, "malformed header line")
         headers.append((name.lower(), value.strip()))
-    if parts[2] != b"HTTP/1.0" and header(headers, b"host") is None:
-        raise HandshakeError(400, "no Host header")
     return Request(parts[0], parts[1], parts[2], headers)
+
+
+def check_host(request: Request) -> None:
+    """`HandshakeError(400)` for an HTTP/1.1 request without `Host` (RFC 9112 3.2)."""
+    if request.version != b"HTTP/1.0" and header(request.headers, b"host") is None:
+        raise HandshakeError(400, "no Host header")
 
 
 def _tokens(value: bytes | None) -> set[bytes]:
@@ -109,6 +114,7 @@ def check_upgrade(request: Request) -> bytes:
         raise HandshakeError(405, "a WebSocket upgrade is a GET")
     if request.version == b"HTTP/1.0":
         raise HandshakeError(400, "a WebSocket upgrade needs HTTP/1.1")
+    check_host(request)
     if b"websocket" not in _tokens(header(headers, b"upgrade")):
         raise HandshakeError(400, "no 'Upgrade: websocket'")
     if b"upgrade" not in _tokens(header(headers, b"connection")):

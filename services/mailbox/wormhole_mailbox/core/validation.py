@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
+from wormhole_mailbox.core.actions import Frame
 from wormhole_mailbox.core.errors import ErrorKind, ProtocolError
-
-Frame = dict[str, Any]
 
 MAX_DEPTH = 32  # nested arrays/objects, the frame itself being 1; real frames use 2
 MAX_ID_CHARS = 256  # an `id`, serialised as compact JSON; real clients send 4 hex digits
