@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -31,10 +30,7 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mailbox_bench import ONE_ADDRESS, SOURCES, peak_rss_during  # noqa: E402 - bench/ is the script's folder
-
-from tests.support.postgres import TestCluster, free_port  # noqa: E402
-from tests.support.processes import wait_for_port  # noqa: E402
+from mailbox_bench import ONE_ADDRESS, SOURCES, peak_rss_during, running_mailbox  # noqa: E402 - bench/ is the script's folder
 
 BODY = "ab" * 4096  # 8 KiB of hex, like an encrypted message
 HOSTILE = [
@@ -194,33 +190,17 @@ def main() -> None:
             await asyncio.gather(*(hostile_client(args.hostile, args.seconds) for _ in range(4)))
         asyncio.run(four())
         return
-    cluster = TestCluster(durable=True)
-    cluster.start()
-    port = free_port()
     with tempfile.TemporaryDirectory(prefix="abuse-bench-") as tmp:
         log = Path(tmp) / "mailbox.log"
-        env = {**os.environ, "MAILBOX_DATABASE_URL": cluster.url, "MAILBOX_HOST": "127.0.0.1",
-               "MAILBOX_PORT": str(port), "MAILBOX_METRICS_PORT": "0",
-               "MAILBOX_PRUNE_INTERVAL_SECONDS": "3", "MAILBOX_CHANNEL_EXPIRY_SECONDS": "600",
-               **ONE_ADDRESS}
-        with log.open("w") as out:
-            server = subprocess.Popen([str(Path(sys.executable).parent / "wormhole-mailbox")],
-                                      env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            wait_for_port(port, proc=server)
-            time.sleep(1)
-            url = f"ws://127.0.0.1:{port}/v1"
+        with running_mailbox(log, MAILBOX_PRUNE_INTERVAL_SECONDS="3",
+                             MAILBOX_CHANNEL_EXPIRY_SECONDS="600", **ONE_ADDRESS) as ours:
+            url = f"ws://127.0.0.1:{ours.port}/v1"
             print("1. replay of a full mailbox to 4 openers")
-            measure_replay(url, server.pid, args.max_fill)
+            measure_replay(url, ours.proc.pid, args.max_fill)
             print("2. honest throughput with hostile clients")
             measure_hostile(url, args.seconds)
             print("3. pruning a backlog")
-            measure_prune_stall(url, cluster.url, log, args.prune_seconds)
-        finally:
-            server.terminate()
-            server.wait(30)
-            cluster.stop()
-
+            measure_prune_stall(url, ours.cluster.url, log, args.prune_seconds)
 
 if __name__ == "__main__":
     main()

@@ -37,10 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mailbox_bench import peak_rss_during  # noqa: E402 - bench/ is the script's folder
-
-from tests.support.postgres import TestCluster, free_port  # noqa: E402
-from tests.support.processes import wait_for_port  # noqa: E402
+from mailbox_bench import peak_rss_during, running_mailbox  # noqa: E402 - bench/ is the script's folder
 
 UPGRADE = (b"GET /v1 HTTP/1.1\r\nHost: probe\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
@@ -224,27 +221,15 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=20_000)
     parser.add_argument("--workers", default="1")
     args = parser.parse_args()
-    cluster = TestCluster(durable=True)
-    cluster.start()
-    port = free_port()
-    env = {**os.environ, "MAILBOX_DATABASE_URL": cluster.url, "MAILBOX_HOST": "127.0.0.1",
-           "MAILBOX_PORT": str(port), "MAILBOX_METRICS_PORT": "0",
-           "MAILBOX_WORKERS": args.workers, "MAILBOX_SHUTDOWN_GRACE_SECONDS": str(GRACE)}
-    with tempfile.TemporaryDirectory() as tmp, (Path(tmp) / "mailbox.log").open("w+") as log:
-        server = subprocess.Popen([str(Path(sys.executable).parent / "wormhole-mailbox")],
-                                  env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_for_port(port, proc=server)
-            time.sleep(1)
-            report = {"upgrades": upgrades(port), "fragments": fragments(port, server.pid),
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "mailbox.log"
+        with running_mailbox(log, MAILBOX_WORKERS=args.workers,
+                             MAILBOX_SHUTDOWN_GRACE_SECONDS=str(GRACE)) as ours:
+            port = ours.port
+            report = {"upgrades": upgrades(port), "fragments": fragments(port, ours.proc.pid),
                       "big frames": big_frames(port), "fuzz": dict(fuzz(port, args.frames)),
-                      "ping flood and SIGTERM": flood_then_stop(port, server)}
-            log.seek(0)
-            report["tracebacks in the log"] = log.read().count("Traceback")
-        finally:
-            if server.poll() is None:
-                server.kill()
-            cluster.stop()
+                      "ping flood and SIGTERM": flood_then_stop(port, ours.proc)}
+        report["tracebacks in the log"] = log.read_text().count("Traceback")
     print(json.dumps(report, indent=2))
 
 

@@ -26,7 +26,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -170,35 +172,55 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+@dataclass
+class Running:
+    """Our mailbox process on a durable PostgreSQL of its own, for a bench."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+    cluster: TestCluster
+
+
+@contextmanager
+def running_mailbox(log: Path, **variables: str) -> Iterator[Running]:
+    """`wormhole-mailbox` (its own defaults but for `variables`, and listening on loopback)
+    on a fresh durable cluster, until the block ends; `log` takes its output."""
+    cluster = TestCluster(durable=True)
+    cluster.start()
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MAILBOX_")}
+    env.update({"MAILBOX_DATABASE_URL": cluster.url, "MAILBOX_HOST": "127.0.0.1",
+                "MAILBOX_PORT": str(port), "MAILBOX_METRICS_PORT": "0", **variables})
+    try:
+        with log.open("wb") as out:
+            server = subprocess.Popen([str(Path(sys.executable).parent / "wormhole-mailbox")],
+                                      env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, proc=server)
+            time.sleep(1)  # every worker up before the clock starts
+            yield Running(port, server, cluster)
+        finally:
+            if server.poll() is None:
+                server.terminate()
+                server.wait(30)
+    finally:
+        cluster.stop()
+
+
 def bench_ours(pairs: int, seconds: float, state: Path, workers: int | None = 1,
                idle: int = 0) -> dict[str, float]:
     """One `wormhole-mailbox` with `MAILBOX_WORKERS=workers` (None: its default) on a durable
     database, with the server's default log level."""
-    cluster = TestCluster(durable=True)
-    cluster.start()
-    port = free_port()
-    env = {**os.environ, "MAILBOX_DATABASE_URL": cluster.url, "MAILBOX_HOST": "127.0.0.1",
-           "MAILBOX_PORT": str(port), "MAILBOX_METRICS_PORT": "0", **ONE_ADDRESS}
-    env.pop("MAILBOX_WORKERS", None)
-    if workers is not None:
-        env["MAILBOX_WORKERS"] = str(workers)
-    with (state / f"ours-{workers or 'default'}.log").open("w") as log:
-        server = subprocess.Popen([str(Path(sys.executable).parent / "wormhole-mailbox")],
-                                  env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port, proc=server)
-        time.sleep(1)  # every worker up before the clock starts
-        postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
-        memory = idle_memory(port, server.pid, idle) if idle else {}  # on a fresh server
-        cpu0, pg0 = tree_cpu(server.pid), postgres_cpu(postmaster)
-        result = run_load([port], pairs, seconds)
-        result["server_cpu_s"] = tree_cpu(server.pid) - cpu0
+    variables = dict(ONE_ADDRESS) | ({} if workers is None else {"MAILBOX_WORKERS": str(workers)})
+    with running_mailbox(state / f"ours-{workers or 'default'}.log", **variables) as ours:
+        postmaster = int((ours.cluster.data / "postmaster.pid").read_text().split()[0])
+        pid = ours.proc.pid
+        memory = idle_memory(ours.port, pid, idle) if idle else {}  # on a fresh server
+        cpu0, pg0 = tree_cpu(pid), postgres_cpu(postmaster)
+        result = run_load([ours.port], pairs, seconds)
+        result["server_cpu_s"] = tree_cpu(pid) - cpu0
         result["db_cpu_s"] = postgres_cpu(postmaster) - pg0
         return {**result, **memory}
-    finally:
-        server.terminate()
-        server.wait(30)
-        cluster.stop()
 
 
 def bench_reference(pairs: int, seconds: float, state: Path, idle: int = 0) -> dict[str, float]:

@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,10 +25,7 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mailbox_bench import ONE_ADDRESS, peak_rss_during  # noqa: E402 - bench/ is the script's folder
-
-from tests.support.postgres import TestCluster, free_port  # noqa: E402
-from tests.support.processes import wait_for_port  # noqa: E402
+from mailbox_bench import ONE_ADDRESS, peak_rss_during, running_mailbox  # noqa: E402 - bench/ is the script's folder
 
 MAILBOX = "bigmailbox"
 
@@ -101,31 +96,16 @@ def main() -> None:
                         help="MAILBOX_MAILBOX_MAX_BYTES")
     parser.add_argument("--workers", help="MAILBOX_WORKERS (default: the server's default)")
     args = parser.parse_args()
-    cluster = TestCluster(durable=True)
-    cluster.start()
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="replay-bench-") as tmp:
-        log = Path(tmp) / "mailbox.log"
-        env = {**os.environ, "MAILBOX_DATABASE_URL": cluster.url, "MAILBOX_HOST": "127.0.0.1",
-               "MAILBOX_PORT": str(port), "MAILBOX_METRICS_PORT": "0",
-               "MAILBOX_MAILBOX_MAX_BYTES": str(args.max_bytes), **ONE_ADDRESS}
-        if args.workers:
-            env["MAILBOX_WORKERS"] = args.workers
-        with log.open("w") as out:
-            server = subprocess.Popen([str(Path(sys.executable).parent / "wormhole-mailbox")],
-                                      env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            wait_for_port(port, proc=server)
-            url = f"ws://127.0.0.1:{port}/v1"
-            print(f"filling: {args.messages} x {args.size} octets")
-            asyncio.run(fill(url, args.messages, args.size))
-            print(f"replay to {args.openers} openers")
-            measure(url, server.pid, args.openers, args.messages)
-        finally:
-            server.terminate()
-            server.wait(30)
-            cluster.stop()
-
+    variables = {"MAILBOX_MAILBOX_MAX_BYTES": str(args.max_bytes), **ONE_ADDRESS}
+    if args.workers:
+        variables["MAILBOX_WORKERS"] = args.workers
+    with tempfile.TemporaryDirectory(prefix="replay-bench-") as tmp, running_mailbox(
+            Path(tmp) / "mailbox.log", **variables) as ours:
+        url = f"ws://127.0.0.1:{ours.port}/v1"
+        print(f"filling: {args.messages} x {args.size} octets")
+        asyncio.run(fill(url, args.messages, args.size))
+        print(f"replay to {args.openers} openers")
+        measure(url, ours.proc.pid, args.openers, args.messages)
 
 if __name__ == "__main__":
     main()
