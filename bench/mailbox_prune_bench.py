@@ -114,13 +114,10 @@ async def run(url: str, args: argparse.Namespace) -> None:
         await trio.sleep(1)  # warm up
         stalls.pruning = True
         started = time.perf_counter()
-        if args.single:
-            report = await pruning.run(lambda conn: store.prune(
-                conn, now=time.time(), cutoff=100.0, subscribed=[], limit=None))
-        else:
-            report = await prune_in_batches(pruning, store.pruner, now=time.time(),
-                                            cutoff=100.0, subscribed=[],
-                                            batch_size=args.batch_size)
+        # one transaction: a batch that holds the whole backlog
+        report = await prune_in_batches(pruning, store.pruner, now=time.time(), cutoff=100.0,
+                                        subscribed=[],
+                                        batch_size=n if args.single else args.batch_size)
         took = time.perf_counter() - started
         stalls.pruning = False
         done.set()
