@@ -99,6 +99,14 @@ class WebSocket:
                     raise Closed
             self._events.extend(self.reader.feed(data))
 
+    def receive_nowait(self) -> str | bytes | None:
+        """The next message if it has been read from the socket already and no control
+        frame comes before it; else None (`receive` then takes what is there, in order)."""
+        if self._events and isinstance(event := self._events[0], Message):
+            del self._events[0]
+            return event.data
+        return None
+
     async def _answer(self, event: Event) -> None:
         match event:
             case Ping(payload):

@@ -1,10 +1,12 @@
 """One client's WebSocket: a reader and a writer executing the session's actions; keep-alive
 pings for all connections come from one task (`ClientHandler.run`).
 
-The reader takes frames strictly in order: the actions of one command (its ack, the store op,
-the result) are all executed before the next frame is looked at, and the frames they queue
-are held until then, so an ack never leaves before its command is done (durable, for a store
-op). The writer sends queued frames as text, stamped with `server_tx` just before writing.
+The reader takes frames in order: the actions of one command (its ack, the store op, the
+result) are all executed before those of the next, and the frames they queue are held until
+then, so an ack never leaves before its command is done (durable, for a store op). The one
+overlap: `add`s that arrived together with the command in the store go to the store at once,
+each depending on the one before (`Session.pipeline`, `Ticket`), and are then answered in
+turn. The writer sends queued frames as text, stamped with `server_tx` just before writing.
 Nothing here decides protocol: every frame, subscription, close and count comes from the
 `Session`.
 """
@@ -21,7 +23,7 @@ import trio
 from wormhole_common.database import DatabaseUnavailable
 from wormhole_common.wsconnection import WRITE_TIMEOUT, Closed, Upgrade, WebSocket
 
-from wormhole_mailbox.batcher import StoreFailed
+from wormhole_mailbox.batcher import StoreFailed, Ticket
 from wormhole_mailbox.core import hashcash
 from wormhole_mailbox.core.actions import (
     Action,
@@ -39,7 +41,7 @@ from wormhole_mailbox.core.actions import (
 from wormhole_mailbox.core.addresses import Network, PeerAddress, is_trusted_proxy, peer_address
 from wormhole_mailbox.core.hub import Hub, Subscriber
 from wormhole_mailbox.core.limits import Limits, LimitSettings
-from wormhole_mailbox.core.ops import Key, Message, Op, Result
+from wormhole_mailbox.core.ops import Key, Message, Op, Result, Skipped
 from wormhole_mailbox.core.read_clock import DEFAULT_STALL_SECONDS
 from wormhole_mailbox.core.session import (
     Session,
@@ -58,6 +60,7 @@ log = logging.getLogger(__name__)
 
 SERVER_HEADER = b"Magic Wormhole Mailbox (wormhole-stack)"
 CLOSE_SECONDS = 2  # to write what is queued before a close, and again for the client's answer
+MAX_PIPELINED = 8  # ops of one connection in the store at once: its share of the queue
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,19 @@ class Services:
     replay: Callable[[Key, int], AsyncGenerator[list[Message], None]] | None = None
     read_stall: float = DEFAULT_STALL_SECONDS  # a replay's client reading nothing: too slow
     write_timeout: float = WRITE_TIMEOUT  # for the client to read anything we have for it
+    # queue an op without waiting, after the ticket it depends on (None: the queue is full);
+    # without it, commands are never pipelined
+    start: Callable[[Op, Ticket | None], Ticket | None] | None = None
+
+
+@dataclass
+class _Pipelined:
+    """A command taken while earlier ones of its connection were in the store."""
+
+    raw: str | bytes  # the frame, handled again in turn if its op was skipped
+    before: Sequence[Action]  # its count and ack, executed when its turn comes
+    perform: Perform
+    ticket: Ticket
 
 
 class ClientConnection:
@@ -89,6 +105,7 @@ class ClientConnection:
         self._finished = trio.Event()  # `run` has returned
         self._waiting = trio.CancelScope()  # the reader's wait for the next frame
         self._interruption: Sequence[Action] = ()  # for the reader, between commands
+        self._unread: list[str | bytes] = []  # frames taken from the socket, not yet handled
         self.opened = trio.current_time()
         self.pinging = False
 
@@ -146,16 +163,84 @@ class ClientConnection:
         return False
 
     async def _perform(self, perform: Perform) -> bool:
-        """Run the op under the command's deadline; then what the session says next."""
+        """Run the op, and any `add`s the client sent right after it (`_pipeline`); then
+        what the session says next for each, in order."""
+        ticket = self.services.start(perform.op, None) if self.services.start else None
+        if ticket is None:
+            return await self._complete(perform, self.services.submit(perform.op))
+        pipelined = self._pipeline(ticket)
+        if not pipelined:
+            return await self._complete(perform, ticket.outcome())
+        subscriber = self._subscription[1] if self._subscription is not None else None
+        if subscriber is not None:
+            subscriber.hold()  # each add's copy goes out after that add's ack
+        try:
+            if await self._complete(perform, ticket.outcome(), subscriber):
+                return True
+            for n, step in enumerate(pipelined):
+                deadline = trio.current_time() + self.services.command_timeout
+                with trio.move_on_at(deadline):
+                    await step.ticket.done.wait()
+                if isinstance(step.ticket.result, Skipped):
+                    # an op it depended on failed: these commands are handled again, in turn
+                    self._unread[:0] = [p.raw for p in pipelined[n:]]
+                    return False
+                if await self.execute(step.before) or await self._complete(
+                        step.perform, step.ticket.outcome(), subscriber, deadline):
+                    return True
+        finally:
+            if subscriber is not None:
+                subscriber.stop_holding()
+        return False
+
+    def _pipeline(self, first: Ticket) -> list[_Pipelined]:
+        """Send to the store now the frames already received that the session lets go
+        (`Session.pipeline`), each depending on the one before; the first it does not is
+        kept for the reader."""
+        pipelined: list[_Pipelined] = []
+        while (not self._unread and len(pipelined) + 1 < MAX_PIPELINED
+               and (raw := self.ws.receive_nowait()) is not None):
+            pending = [first.op, *(p.perform.op for p in pipelined)]
+            step = self._pipelined(raw, pending, pipelined[-1].ticket if pipelined else first)
+            if step is None:
+                self._unread.append(raw)
+                break
+            pipelined.append(step)
+        return pipelined
+
+    def _pipelined(self, raw: str | bytes, pending: list[Op], last: Ticket,
+                   ) -> _Pipelined | None:
+        assert self.services.start is not None
+        actions = self.session.pipeline(raw, time.time(), pending)
+        if actions is None:
+            return None
+        perform = actions[-1]
+        assert isinstance(perform, Perform)
+        ticket = self.services.start(perform.op, last)
+        return None if ticket is None else _Pipelined(raw, actions[:-1], perform, ticket)
+
+    async def _complete(self, perform: Perform, outcome: Awaitable[Result],
+                        subscriber: Subscriber | None = None,
+                        deadline: float | None = None) -> bool:
+        """Wait for the op until the command's deadline; then what the session says next.
+        With `subscriber` held, an add's own copy is let go after its ack."""
         actions: Sequence[Action] | None = None
-        with trio.move_on_after(self.services.command_timeout):
+        result: Result = None
+        if deadline is None:
+            deadline = trio.current_time() + self.services.command_timeout
+        with trio.move_on_at(deadline):
             try:
-                result = await self.services.submit(perform.op)
+                result = await outcome
             except StoreFailed:
                 actions = store_failed(perform)
             else:
                 actions = self.session.complete(perform, result)
-        return await self.execute(command_timed_out(perform) if actions is None else actions)
+        if actions is None:
+            actions = command_timed_out(perform)
+        closed = await self.execute(actions)
+        if subscriber is not None and isinstance(result, Message) and not closed:
+            subscriber.release_through(result.seq)
+        return closed
 
     async def _execute_command(self, actions: Sequence[Action]) -> bool:
         """`execute`, holding the frames it queues until it is done."""
@@ -192,6 +277,8 @@ class ClientConnection:
                 actions = too_slow()
             elif self._interruption:
                 actions = self._interruption
+            elif self._unread:
+                actions = self.session.receive(self._unread.pop(0), time.time())
             else:
                 with trio.CancelScope() as self._waiting:
                     try:

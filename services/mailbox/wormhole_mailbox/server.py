@@ -78,7 +78,7 @@ class MailboxServer:
             blur=settings.blur_usage_seconds, server_id=self.server_id, rebooted=time.time(),
         ))
         services = Services(
-            hub=self.hub, submit=self.batcher.submit, metrics=metrics,
+            hub=self.hub, submit=self.batcher.submit, start=self.batcher.start, metrics=metrics,
             ping_interval=settings.websocket_ping_interval_seconds,
             ping_timeout=settings.websocket_ping_timeout_seconds,
             write_timeout=settings.websocket_write_timeout_seconds,

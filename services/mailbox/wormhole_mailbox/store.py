@@ -46,11 +46,14 @@ class Store:
         after each statement whose outcome is unknown (see `execute`)."""
         return self.settings.origin
 
-    async def execute(self, db: Database, ops: list[Op]) -> tuple[list[Result | Failed], Records]:
+    async def execute(
+        self, db: Database, ops: list[Op], after: list[int | None] | None = None,
+    ) -> tuple[list[Result | Failed], Records]:
         """Run the ops as one statement, in one transaction, committed when this returns:
         each op's result, or `Failed` (that op alone left nothing), and the usage records
-        the batch wrote. Raises if the statement as a whole failed (nothing was done)."""
-        statement = Statement(ops, self.settings)
+        the batch wrote. `after`: which earlier op each depends on (`Statement`). Raises if
+        the statement as a whole failed (nothing was done)."""
+        statement = Statement(ops, self.settings, after)
         self.round_trips += 1
         try:
             answer = await db.statement(BATCH_SQL, statement.params)

@@ -19,11 +19,12 @@ class Subscriber:
     def __init__(self, deliver: Callable[[Message], None]) -> None:
         self._deliver = deliver
         self._replaying = True
+        self._through: int | None = None  # while commands are pipelined: held past this seq
         self._held: list[Message] = []
         self._delivered: set[int] = set()
 
     def offer(self, message: Message) -> None:
-        if self._replaying:
+        if self._replaying or (self._through is not None and message.seq > self._through):
             self._held.append(message)
         elif message.seq not in self._delivered:
             self._delivered.add(message.seq)
@@ -33,6 +34,26 @@ class Subscriber:
         """The replay of `seqs` is written; release what arrived meanwhile."""
         self._replaying = False
         self._delivered.update(seqs)
+        self._release()
+
+    def hold(self) -> None:
+        """The connection has several commands in the store at once: hold every message
+        until `release_through` says which may go, so that each `add`'s copy to its sender
+        follows that add's `ack`, as if the commands had run one at a time
+        (docs/mailbox-protocol.md §3.3)."""
+        self._through = 0
+
+    def release_through(self, seq: int) -> None:
+        """Deliver what is held up to `seq`; keep holding what came after."""
+        if self._through is not None:
+            self._through = max(self._through, seq)
+            self._release()
+
+    def stop_holding(self) -> None:
+        self._through = None
+        self._release()
+
+    def _release(self) -> None:
         held, self._held = self._held, []
         for message in sorted(held, key=lambda m: m.seq):
             self.offer(message)

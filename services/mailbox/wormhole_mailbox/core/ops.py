@@ -141,5 +141,16 @@ REFUSALS = {
 UNSTORABLE = Refused("a value of this command cannot be stored", ErrorKind.UNSTORABLE)
 
 
+class Skipped:
+    """An op that was not run because an op of the same connection it depended on did not
+    succeed (docs/mailbox-protocol.md §3.3): the shell handles its command again, in order."""
+
+    def __repr__(self) -> str:
+        return "SKIPPED"
+
+
+SKIPPED = Skipped()
+
+
 # What each op yields on success.
-Result = None | str | list[str] | Page | Message | Refused
+Result = None | str | list[str] | Page | Message | Refused | Skipped

@@ -41,6 +41,7 @@ from wormhole_mailbox.core.ops import (
     Claim,
     Close,
     ListNameplates,
+    Op,
     Open,
     Page,
     Refused,
@@ -169,6 +170,30 @@ class Session:
                 actions.append(Count(Metric.REFUSALS, exc.reason))
         return actions
 
+    def pipeline(self, raw: str | bytes, now: float, pending: list[Op]) -> list[Action] | None:
+        """A frame that arrived while this connection's `pending` ops (in order) are in the
+        store: its actions if it may go to the store now, else None (the shell hands it to
+        `receive` once they are done). Only a valid `add` after `open`s and `add`s may: it is
+        valid if they succeed, and its op is run only if they do (`Skipped`), so the
+        client sees what it would have seen had the server waited
+        (docs/mailbox-protocol.md §3.3)."""
+        if self.app is None or not all(isinstance(op, Open | Add) for op in pending):
+            return None
+        try:
+            msg = decode_frame(raw)
+        except FrameRefused:
+            return None
+        opening = next((op.mailbox for op in pending if isinstance(op, Open)), None)
+        mailbox = self.mailbox if self.mailbox is not None else opening
+        if msg.get("type") != "add" or mailbox is None:
+            return None
+        try:
+            add = self._add(msg, now, mailbox)
+        except ProtocolError:
+            return None
+        return [Count(Metric.COMMANDS, "add"), Send({"type": "ack", "id": msg.get("id")}),
+                Perform(add, msg)]
+
     def _dispatch(self, msg: Frame, now: float) -> list[Action]:
         kind = msg["type"]
         if kind == "ping":
@@ -255,13 +280,15 @@ class Session:
             return [Send({"type": "released"})]
         return [Perform(Release(self.app, self.side, name, now), msg)]
 
-    def _add(self, msg: Frame, now: float) -> Add:
+    def _add(self, msg: Frame, now: float, mailbox: str | None = None) -> Add:
         assert self.app is not None and self.side is not None
-        if self.mailbox is None:
+        if mailbox is None:
+            mailbox = self.mailbox
+        if mailbox is None:
             raise _sequence("must open mailbox before adding")
         phase = required(msg, "phase", "missing 'phase'")
         body = required(msg, "body", "missing 'body'")
-        return Add(self.app, self.side, self.mailbox, phase, body, now, message_id(msg))
+        return Add(self.app, self.side, mailbox, phase, body, now, message_id(msg))
 
     def _close(self, msg: Frame, now: float) -> Close:
         assert self.app is not None and self.side is not None

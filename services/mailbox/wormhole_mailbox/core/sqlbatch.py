@@ -24,6 +24,7 @@ from wormhole_mailbox.core import usage
 from wormhole_mailbox.core.errors import ErrorKind
 from wormhole_mailbox.core.locking import lock_keys
 from wormhole_mailbox.core.ops import (
+    SKIPPED,
     Add,
     Allocate,
     Bind,
@@ -79,20 +80,32 @@ class Failed:
 
 
 class Statement:
-    """One batch's `mb_batch` parameters, and the reading of its answer."""
+    """One batch's `mb_batch` parameters, and the reading of its answer.
 
-    def __init__(self, ops: list[Op], settings: BatchSettings) -> None:
+    `after[i]`, if given and not None, is the index of the op that op i depends on: op i runs
+    only if that one succeeded (`migrations/0005_dependent_ops.sql`), else it is `SKIPPED`.
+    """
+
+    def __init__(self, ops: list[Op], settings: BatchSettings,
+                 after: list[int | None] | None = None) -> None:
         self.ops = ops
         self.results: list[Result | Failed] = [None] * len(ops)
         self.sent: list[int] = []  # indices of the ops in the statement, in order
+        line_of: dict[int, int] = {}  # op index -> its 1-based line
         lines = []
         for i, op in enumerate(ops):
+            depends = after[i] if after is not None else None
+            if depends is not None and depends not in line_of:
+                self.results[i] = SKIPPED  # what it depends on could not even be sent
+                continue
             try:
-                lines.append(_to_json(_encode(op)))
+                line = _to_json(_encode(op))
             except (ValueError, TypeError, RecursionError) as exc:
                 self.results[i] = Failed(None, f"cannot be encoded: {type(exc).__name__}")
                 continue
+            lines.append(line if depends is None else f"[{line_of[depends]},{line}]")
             self.sent.append(i)
+            line_of[i] = len(lines)
         opens = sum(isinstance(op, Open) for op in ops)
         blur = settings.blur_seconds
         self.params: list[bytes | None] = [
@@ -152,6 +165,8 @@ def _decode(op: Op, reply: Any, records: Records) -> Result | Failed:
     refusal, value, record = reply
     if record is not None:
         records.append(usage.from_sql(record))
+    if refusal == "skipped":
+        return SKIPPED
     if refusal is not None:
         return Refused.of(ErrorKind(refusal))
     match op:
