@@ -87,26 +87,36 @@ class DirectConnection:
         first row as text (None for NULL or no row). A statement PostgreSQL refuses raises
         the psycopg error of its SQLSTATE; a broken connection `ConnectionLost` or
         `psycopg.OperationalError`. Cancellation abandons the statement (see above)."""
-        async with self._lock:
-            if self.closed:
-                raise ConnectionLost("the connection is closed")
-            if self._conn is None:
-                self._conn = await self._connected()
-                self._prepared = {}
-            conn = self._conn
-            try:
-                value = await self._execute(conn.pgconn, sql, params)
-            except BaseException as exc:
-                if not _refused_cleanly(conn.pgconn, exc):
-                    self._conn = None
-                    trio.lowlevel.start_thread_soon(lambda: _abandon(conn),
-                                                    lambda _outcome: None)
-                raise
-            finally:
-                if self._conn is not None and conn.pgconn.status != pq.ConnStatus.OK:
-                    self._conn = None
-                    conn.close()
-            return value
+        await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled caller sends nothing
+        try:  # not `async with`: an uncontended acquire would still wait a scheduler pass
+            self._lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._lock.acquire()
+        try:
+            return await self._value(sql, params)
+        finally:
+            self._lock.release()
+
+    async def _value(self, sql: bytes, params: Sequence[bytes | None]) -> bytes | None:
+        if self.closed:
+            raise ConnectionLost("the connection is closed")
+        if self._conn is None:
+            self._conn = await self._connected()
+            self._prepared = {}
+        conn = self._conn
+        try:
+            value = await self._execute(conn.pgconn, sql, params)
+        except BaseException as exc:
+            if not _refused_cleanly(conn.pgconn, exc):
+                self._conn = None
+                trio.lowlevel.start_thread_soon(lambda: _abandon(conn),
+                                                lambda _outcome: None)
+            raise
+        finally:
+            if self._conn is not None and conn.pgconn.status != pq.ConnStatus.OK:
+                self._conn = None
+                conn.close()
+        return value
 
     async def _execute(
         self, pgconn: pq.abc.PGconn, sql: bytes, params: Sequence[bytes | None],

@@ -72,7 +72,8 @@ class Ticket:
 
     async def outcome(self) -> Result:
         """The op's result once committed; `StoreFailed` if the database could not run it."""
-        await self.done.wait()
+        if not self.done.is_set():  # else no scheduler pass: a pipelined op is often done
+            await self.done.wait()
         if self.failure is not None:
             raise StoreFailed(self.failure)
         return self.result
