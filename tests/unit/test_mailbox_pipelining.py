@@ -5,8 +5,13 @@ their dependency, and how live copies wait for their acks."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
+import pytest
+import trio
+import trio.testing
+from wormhole_common.database import Database
+from wormhole_mailbox.batcher import Batcher, CommandTimedOut
 from wormhole_mailbox.core.actions import Count, Perform, Send
 from wormhole_mailbox.core.hub import Subscriber
 from wormhole_mailbox.core.ops import (
@@ -21,6 +26,7 @@ from wormhole_mailbox.core.ops import (
 from wormhole_mailbox.core.paging import PageBounds
 from wormhole_mailbox.core.session import Session, SessionConfig
 from wormhole_mailbox.core.sqlbatch import BatchSettings, Statement
+from wormhole_mailbox.store import Store
 
 NOW = 1_700_000_000.0
 OPEN = Open("app", "s1", "mb", NOW)
@@ -140,3 +146,42 @@ def test_holding_does_not_end_a_replay() -> None:
     assert got == []  # still replaying
     subscriber.replayed([2])
     assert got == []
+
+
+class GatedStore:
+    """Stands in for `Store.execute`: holds each batch until `gate` is set, then stores
+    every add as a message."""
+
+    def __init__(self) -> None:
+        self.gate = trio.Event()
+
+    async def execute(self, _db: Any, ops: list[Any], _after: Any = None,
+                      ) -> tuple[list[Any], list[Any]]:
+        await self.gate.wait()
+        return [Message(n + 1, op.side, op.phase, op.body, op.server_rx, op.msg_id)
+                for n, op in enumerate(ops)], []
+
+
+async def test_a_ticket_past_its_deadline_times_out_and_its_message_still_goes_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = GatedStore()
+    delivered: list[str] = []
+    batcher = Batcher(cast(Database, None), cast(Store, store),
+                      on_message=lambda _add, message: delivered.append(message.phase),
+                      command_timeout=10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(batcher.run)
+        ticket = batcher.start(Add("app", "s1", "mb", "late", "b", NOW, None))
+        assert ticket is not None
+        started = trio.current_time()
+        with pytest.raises(CommandTimedOut):
+            await ticket.outcome()
+        assert 10 <= trio.current_time() - started <= 10.5
+        assert not ticket.succeeded
+        store.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert delivered == ["late"]  # committed after all: subscribers get it
+        with pytest.raises(CommandTimedOut):
+            await ticket.outcome()
+        nursery.cancel_scope.cancel()

@@ -23,7 +23,7 @@ import trio
 from wormhole_common.database import DatabaseUnavailable
 from wormhole_common.wsconnection import WRITE_TIMEOUT, Closed, Upgrade, WebSocket
 
-from wormhole_mailbox.batcher import StoreFailed, Ticket
+from wormhole_mailbox.batcher import CommandTimedOut, StoreFailed, Ticket
 from wormhole_mailbox.core import hashcash
 from wormhole_mailbox.core.actions import (
     Action,
@@ -167,7 +167,7 @@ class ClientConnection:
         what the session says next for each, in order."""
         ticket = self.services.start(perform.op, None) if self.services.start else None
         if ticket is None:
-            return await self._complete(perform, self.services.submit(perform.op))
+            return await self._complete(perform, self._submitted(perform.op))
         pipelined = self._pipeline(ticket)
         if not pipelined:
             return await self._complete(perform, ticket.outcome())
@@ -178,15 +178,13 @@ class ClientConnection:
             if await self._complete(perform, ticket.outcome(), subscriber):
                 return True
             for n, step in enumerate(pipelined):
-                deadline = trio.current_time() + self.services.command_timeout
-                with trio.move_on_at(deadline):
-                    await step.ticket.done.wait()
+                await step.ticket.done.wait()  # or its deadline passed (`Batcher.start`)
                 if isinstance(step.ticket.result, Skipped):
                     # an op it depended on failed: these commands are handled again, in turn
                     self._unread[:0] = [p.raw for p in pipelined[n:]]
                     return False
                 if await self.execute(step.before) or await self._complete(
-                        step.perform, step.ticket.outcome(), subscriber, deadline):
+                        step.perform, step.ticket.outcome(), subscriber):
                     return True
         finally:
             if subscriber is not None:
@@ -219,24 +217,26 @@ class ClientConnection:
         ticket = self.services.start(perform.op, last)
         return None if ticket is None else _Pipelined(raw, actions[:-1], perform, ticket)
 
+    async def _submitted(self, op: Op) -> Result:
+        """`op` run through `Services.submit`, under the command's deadline."""
+        with trio.move_on_after(self.services.command_timeout):
+            return await self.services.submit(op)
+        raise CommandTimedOut
+
     async def _complete(self, perform: Perform, outcome: Awaitable[Result],
-                        subscriber: Subscriber | None = None,
-                        deadline: float | None = None) -> bool:
-        """Wait for the op until the command's deadline; then what the session says next.
-        With `subscriber` held, an add's own copy is let go after its ack."""
-        actions: Sequence[Action] | None = None
+                        subscriber: Subscriber | None = None) -> bool:
+        """Wait for the op (a ticket is done at its deadline at the latest); then what the
+        session says next. With `subscriber` held, an add's own copy is let go after its
+        ack."""
         result: Result = None
-        if deadline is None:
-            deadline = trio.current_time() + self.services.command_timeout
-        with trio.move_on_at(deadline):
-            try:
-                result = await outcome
-            except StoreFailed:
-                actions = store_failed(perform)
-            else:
-                actions = self.session.complete(perform, result)
-        if actions is None:
+        try:
+            result = await outcome
+        except StoreFailed:
+            actions = store_failed(perform)
+        except CommandTimedOut:
             actions = command_timed_out(perform)
+        else:
+            actions = self.session.complete(perform, result)
         closed = await self.execute(actions)
         if subscriber is not None and isinstance(result, Message) and not closed:
             subscriber.release_through(result.seq)

@@ -71,7 +71,8 @@ class MailboxServer:
                       max_messages=settings.mailbox_max_messages,
                       max_bytes=settings.mailbox_max_bytes, pages=pages)
         self.batcher = Batcher(db, store, on_message=local_delivery(self.hub, metrics.messages),
-                               on_usage=metrics.usage)
+                               on_usage=metrics.usage,
+                               command_timeout=settings.command_timeout_seconds)
         self.delivery = RemoteDelivery(db, self.hub, lambda: store.origin)
         self.pruner = PruneLoop(db, store, self.hub, metrics, PruneSettings(
             expiry=settings.channel_expiry_seconds, interval=settings.prune_interval_seconds,
