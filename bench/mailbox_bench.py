@@ -8,6 +8,7 @@ each holds per idle WebSocket (`--idle` connections that got their welcome and s
 measured on the fresh server before the load).
 
     python bench/mailbox_bench.py --pairs 50 --seconds 20 --workers 1 default --idle 2000
+    python bench/mailbox_bench.py --pairs 50 --seconds 10 --workers default --rounds 4
 
 CPU counts every process of each server: our supervisor and its workers (found through
 /proc's children lists, since workers run in sessions of their own) and the PostgreSQL
@@ -30,7 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -83,7 +84,8 @@ def run_load(ports: list[int], pairs: int, seconds: float) -> dict[str, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "mailbox_load.py"), *urls,
-         "--pairs", str(pairs), "--seconds", str(seconds), "--sources", str(SOURCES)],
+         "--pairs", str(pairs), "--seconds", str(seconds), "--sources", str(SOURCES),
+         "--raw"],
         check=True, capture_output=True, text=True,
     )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # only the generator was reaped
@@ -256,20 +258,27 @@ def main() -> None:
                              " unset)")
     parser.add_argument("--idle", type=int, default=0, metavar="N",
                         help="then hold N idle WebSockets and report memory per connection")
+    parser.add_argument("--rounds", type=int, default=1, metavar="N",
+                        help="alternate the servers N times and pool what they measured: the"
+                             " machine's speed drifts, and a drift then weighs on all alike")
     args = parser.parse_args()
+    runs: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="mailbox-bench-") as tmp:
         state = Path(tmp)
         os.chmod(state, 0o777)
-        rows = {}
-        for n in args.workers:
-            rows[f"ours w{n}"] = bench_ours(
-                args.pairs, args.seconds, state, idle=args.idle,
-                workers=None if n == "default" else int(n))
-            time.sleep(1)
-        if not args.skip_reference:
-            time.sleep(1)
-            rows["reference"] = bench_reference(args.pairs, args.seconds, state, idle=args.idle)
-    print(f"{args.pairs} concurrent pairs, {args.seconds:g} s each")
+        for round_ in range(args.rounds):
+            idle = args.idle if round_ == 0 else 0
+            for n in args.workers:
+                runs.setdefault(f"ours w{n}", []).append(bench_ours(
+                    args.pairs, args.seconds, state, idle=idle,
+                    workers=None if n == "default" else int(n)))
+                time.sleep(1)
+            if not args.skip_reference:
+                time.sleep(1)
+                runs.setdefault("reference", []).append(
+                    bench_reference(args.pairs, args.seconds, state, idle=idle))
+    rows = {name: pooled(results) for name, results in runs.items()}
+    print(f"{args.pairs} concurrent pairs, {args.rounds} x {args.seconds:g} s each")
     header = ("server", "pairs/s", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms",
               "server CPU s", "DB CPU s", "CPU ms/pair", "load generator CPU s")
     print(" | ".join(header))
@@ -287,6 +296,11 @@ def main() -> None:
                 print(f"{name} / reference: pairs/s {r['pairs_per_s'] / ref['pairs_per_s']:.2f}x,"
                       f" p99 {r['p99_ms'] / ref['p99_ms']:.3f}x,"
                       f" CPU/pair {cpu_per_pair(r) / cpu_per_pair(ref):.3f}x")
+    print("where the latency goes, p50 / p99 ms (from each message's server_rx and server_tx):")
+    for name, r in rows.items():
+        print(f"  {name}: to the server {r['to_server_50_ms']:.1f} / {r['to_server_99_ms']:.1f},"
+              f" in the server {r['in_server_50_ms']:.1f} / {r['in_server_99_ms']:.1f},"
+              f" to the client {r['to_client_50_ms']:.1f} / {r['to_client_99_ms']:.1f}")
     for name, r in rows.items():
         if "idle_kib_per_conn" in r:
             print(f"{name}: {r['idle_kib_per_conn']:.1f} KiB per idle WebSocket ({args.idle})")
@@ -295,6 +309,29 @@ def main() -> None:
         for name, r in rows.items():
             if name.startswith("ours w") and name != "ours w1":
                 print(f"{name} / ours w1: pairs/s {r['pairs_per_s'] / one:.2f}x")
+
+
+def pooled(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several runs of one server as one: sums, and percentiles of all their latencies."""
+    row: dict[str, Any] = dict(results[0])
+    for key in ("cycles", "errors", "seconds", "server_cpu_s", "db_cpu_s", "load_cpu_s"):
+        row[key] = sum(r[key] for r in results)
+    row["pairs_per_s"] = row["cycles"] / row["seconds"]
+    latencies = sorted(x for r in results for x in r["latencies"])
+    for p in (50, 90, 99):
+        row[f"p{p}_ms"] = 1000 * percentile(latencies, p)
+    row["max_ms"] = 1000 * latencies[-1] if latencies else float("nan")
+    for part in results[0]["parts"]:
+        values = sorted(x for r in results for x in r["parts"][part])
+        for p in (50, 99):
+            row[f"{part}_{p}_ms"] = 1000 * percentile(values, p)
+    return row
+
+
+def percentile(ordered: list[float], percent: int) -> float:
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, len(ordered) * percent // 100)]
 
 
 def cpu_per_pair(r: dict[str, float]) -> float:

@@ -40,6 +40,11 @@ class Stats:
     errors: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
+    # each latency in three parts, from the message's `server_rx` and `server_tx` (wall
+    # clock, one machine): to the server's reading of the add, in the server until the
+    # copy is written, and on to the receiving client
+    parts: dict[str, list[float]] = field(
+        default_factory=lambda: {"to_server": [], "in_server": [], "to_client": []})
 
 
 class RawWebSocket:
@@ -113,6 +118,7 @@ class Side:
         self.stats = stats
         self.ws: RawWebSocket | None = None
         self.sent_at: dict[str, float] = {}
+        self.sent_wall: dict[str, float] = {}
 
     async def send(self, **msg: object) -> None:
         assert self.ws is not None
@@ -143,7 +149,7 @@ async def run_side(me: Side, peer: Side, name_box: asyncio.Future[str], allocate
         mailbox = (await me.recv("claimed"))["mailbox"]
         await me.send(type="open", mailbox=mailbox, id="0004")
         for phase in ("pake", "version"):
-            me.sent_at[phase] = time.perf_counter()
+            me.sent_at[phase], me.sent_wall[phase] = time.perf_counter(), time.time()
             await me.send(type="add", phase=phase, body=BODY, id=phase[:4])
         seen = 0
         while seen < 2:
@@ -151,6 +157,11 @@ async def run_side(me: Side, peer: Side, name_box: asyncio.Future[str], allocate
             if msg["side"] == me.side:
                 continue
             me.stats.latencies.append(time.perf_counter() - peer.sent_at[str(msg["phase"])])
+            rx, tx = float(msg["server_rx"]), float(msg["server_tx"])  # type: ignore[arg-type]
+            parts = me.stats.parts
+            parts["to_server"].append(rx - peer.sent_wall[str(msg["phase"])])
+            parts["in_server"].append(tx - rx)
+            parts["to_client"].append(time.time() - tx)
             seen += 1
             if seen == 1:
                 await me.send(type="release", nameplate=name, id="0005")
@@ -215,7 +226,16 @@ def summarise(stats: Stats, elapsed: float) -> dict[str, object]:
         "p90_ms": q[89] * 1000,
         "p99_ms": q[98] * 1000,
         "max_ms": lat[-1] * 1000,
+        **{f"{name}_{p}_ms": _quantile(values, p) * 1000
+           for name, values in stats.parts.items() for p in (50, 99)},
     }
+
+
+def _quantile(values: list[float], percent: int) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, len(ordered) * percent // 100)]
 
 
 def main() -> None:
@@ -225,9 +245,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--sources", type=int, default=1, metavar="N",
                         help="connect from N loopback addresses (default 1: 127.0.0.1)")
+    parser.add_argument("--raw", action="store_true",
+                        help="also print every latency (seconds), for pooling several runs")
     args = parser.parse_args()
     stats, elapsed = asyncio.run(run_load(args.urls, args.pairs, args.seconds, args.sources))
-    print(json.dumps({"pid": os.getpid(), **summarise(stats, elapsed)}))
+    raw = {"latencies": stats.latencies, "parts": stats.parts} if args.raw else {}
+    print(json.dumps({"pid": os.getpid(), **summarise(stats, elapsed), **raw}))
 
 
 if __name__ == "__main__":
