@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import struct
 
 import psycopg
 import pytest
+import trio
 from wormhole_common.database import DatabaseUnavailable
-from wormhole_common.lifecycle import explain
+from wormhole_common.lifecycle import explain, run_service
 from wormhole_common.pgprobe import PROTOCOL_3_0, Verdict, classify, probe, startup_message
 from wormhole_common.startup import StartupError, failure_reason
 
@@ -78,3 +80,16 @@ def test_failure_reason_is_the_first_line_without_the_preamble() -> None:
         'connection failed: connection to server at "h", port 1 failed: Connection refused\n'
         "\tIs the server running on that host and accepting TCP/IP connections?")
     assert failure_reason(error) == 'connection to server at "h", port 1 failed: Connection refused'
+
+
+def test_what_exists_before_serving_is_kept_out_of_the_cycle_collector() -> None:
+    seen: list[int] = []
+
+    async def service(stop: trio.Event) -> None:
+        seen.append(gc.get_freeze_count())
+
+    try:
+        assert run_service(service) == 0
+    finally:
+        gc.unfreeze()
+    assert seen and seen[0] > 0
