@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.mailbox_load import percentiles  # noqa: E402
 from tests.support.postgres import TestCluster, free_port  # noqa: E402
 from tests.support.processes import wait_for_port  # noqa: E402
 
@@ -298,9 +299,10 @@ def main() -> None:
                       f" CPU/pair {cpu_per_pair(r) / cpu_per_pair(ref):.3f}x")
     print("where the latency goes, p50 / p99 ms (from each message's server_rx and server_tx):")
     for name, r in rows.items():
-        print(f"  {name}: to the server {r['to_server_50_ms']:.1f} / {r['to_server_99_ms']:.1f},"
-              f" in the server {r['in_server_50_ms']:.1f} / {r['in_server_99_ms']:.1f},"
-              f" to the client {r['to_client_50_ms']:.1f} / {r['to_client_99_ms']:.1f}")
+        print(f"  {name}: to the server {r['to_server_p50_ms']:.1f} /"
+              f" {r['to_server_p99_ms']:.1f}, in the server {r['in_server_p50_ms']:.1f} /"
+              f" {r['in_server_p99_ms']:.1f}, to the client {r['to_client_p50_ms']:.1f} /"
+              f" {r['to_client_p99_ms']:.1f}")
     for name, r in rows.items():
         if "idle_kib_per_conn" in r:
             print(f"{name}: {r['idle_kib_per_conn']:.1f} KiB per idle WebSocket ({args.idle})")
@@ -317,21 +319,11 @@ def pooled(results: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("cycles", "errors", "seconds", "server_cpu_s", "db_cpu_s", "load_cpu_s"):
         row[key] = sum(r[key] for r in results)
     row["pairs_per_s"] = row["cycles"] / row["seconds"]
-    latencies = sorted(x for r in results for x in r["latencies"])
-    for p in (50, 90, 99):
-        row[f"p{p}_ms"] = 1000 * percentile(latencies, p)
-    row["max_ms"] = 1000 * latencies[-1] if latencies else float("nan")
+    row.update(percentiles([x for r in results for x in r["latencies"]]))
     for part in results[0]["parts"]:
-        values = sorted(x for r in results for x in r["parts"][part])
-        for p in (50, 99):
-            row[f"{part}_{p}_ms"] = 1000 * percentile(values, p)
+        row.update({f"{part}_{key}": value for key, value in percentiles(
+            [x for r in results for x in r["parts"][part]]).items()})
     return row
-
-
-def percentile(ordered: list[float], percent: int) -> float:
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, len(ordered) * percent // 100)]
 
 
 def cpu_per_pair(r: dict[str, float]) -> float:

@@ -214,28 +214,24 @@ async def run_load(
 
 
 def summarise(stats: Stats, elapsed: float) -> dict[str, object]:
-    lat = sorted(stats.latencies) or [float("nan")]
-    q = statistics.quantiles(lat, n=100) if len(lat) > 1 else [lat[0]] * 99
     return {
         "cycles": stats.cycles,
         "errors": stats.errors,
         "error_reasons": stats.reasons,
         "seconds": elapsed,
         "pairs_per_s": stats.cycles / elapsed,
-        "p50_ms": q[49] * 1000,
-        "p90_ms": q[89] * 1000,
-        "p99_ms": q[98] * 1000,
-        "max_ms": lat[-1] * 1000,
-        **{f"{name}_{p}_ms": _quantile(values, p) * 1000
-           for name, values in stats.parts.items() for p in (50, 99)},
+        **percentiles(stats.latencies),
+        **{f"{name}_{key}": value for name, values in stats.parts.items()
+           for key, value in percentiles(values).items()},
     }
 
 
-def _quantile(values: list[float], percent: int) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, len(ordered) * percent // 100)]
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50, p90, p99 and the maximum of `values` (seconds), in milliseconds."""
+    ordered = sorted(values) or [float("nan")]
+    q = statistics.quantiles(ordered, n=100) if len(ordered) > 1 else [ordered[0]] * 99
+    return {"p50_ms": q[49] * 1000, "p90_ms": q[89] * 1000, "p99_ms": q[98] * 1000,
+            "max_ms": ordered[-1] * 1000}
 
 
 def main() -> None:
