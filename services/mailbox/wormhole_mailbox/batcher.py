@@ -165,7 +165,7 @@ class Batcher:
 
     async def _execute(self, batch: list[Ticket]) -> None:
         run, after = _dependencies(batch)
-        outcomes: dict[int, tuple[Result, str | None]] = {}  # by id(ticket), for those run
+        outcomes: dict[int, tuple[Result, str | None]]  # by id(ticket), for those run
         try:
             results, records = await self.store.execute(self.db, [t.op for t in run], after)
         except Exception as exc:

@@ -160,8 +160,7 @@ class Session:
             return _invalid(exc.kind, exc.text, exc.orig)
         if "type" not in msg:
             return _invalid(ErrorKind.MALFORMED, "missing 'type'", msg)
-        actions: list[Action] = [Count(Metric.COMMANDS, command_label(msg["type"])),
-                                 Send({"type": "ack", "id": msg.get("id")})]
+        actions = _acked(msg)
         try:
             actions += self._dispatch(msg, now)
         except ProtocolError as exc:
@@ -191,8 +190,7 @@ class Session:
             add = self._add(msg, now, mailbox)
         except ProtocolError:
             return None
-        return [Count(Metric.COMMANDS, "add"), Send({"type": "ack", "id": msg.get("id")}),
-                Perform(add, msg)]
+        return [*_acked(msg), Perform(add, msg)]
 
     def _dispatch(self, msg: Frame, now: float) -> list[Action]:
         kind = msg["type"]
@@ -281,9 +279,10 @@ class Session:
         return [Perform(Release(self.app, self.side, name, now), msg)]
 
     def _add(self, msg: Frame, now: float, mailbox: str | None = None) -> Add:
+        """`mailbox`: the one an `open` still in the store will have opened, else the open
+        one."""
         assert self.app is not None and self.side is not None
-        if mailbox is None:
-            mailbox = self.mailbox
+        mailbox = self.mailbox if mailbox is None else mailbox
         if mailbox is None:
             raise _sequence("must open mailbox before adding")
         phase = required(msg, "phase", "missing 'phase'")
@@ -415,6 +414,13 @@ def _allowed(refusal: Refusal | None) -> None:
     error, counted by reason, and the connection stays usable."""
     if refusal is not None:
         raise LimitRefused(refusal.reason, refusal.text)
+
+
+def _acked(msg: Frame) -> list[Action]:
+    """What every command with a `type` gets first: counted, and its `ack`
+    (docs/mailbox-protocol.md §3.2)."""
+    return [Count(Metric.COMMANDS, command_label(msg["type"])),
+            Send({"type": "ack", "id": msg.get("id")})]
 
 
 def _invalid(kind: ErrorKind, text: str, orig: Any) -> list[Action]:
